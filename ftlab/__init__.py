@@ -1,0 +1,1 @@
+"""Finetune Lab shared helpers."""

@@ -1,0 +1,159 @@
+"""Load the committed JSONL data files, and refuse any line that is not exactly what training expects.
+
+A finetune learns whatever the data shows it, mistakes included, and a bad line rarely crashes a
+trainer: it just teaches quietly. So every line is checked here, and the first bad one stops the run
+with its file and line number. Nothing is skipped.
+"""
+
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+from ftlab.task import FIELDS, prompt_messages
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+SPLITS = {"sft_train": "sft", "sft_eval": "sft", "preference": "preference", "rl_prompts": "rl"}
+
+# The wrong answers in preference.jsonl, one per kind of mistake a base model makes.
+ERROR_KINDS = ("prose", "markdown_fence", "missing_key", "wrong_type", "unnormalised_date", "yaml",
+               "hallucinated_value")
+
+# Which top-level keys each kind of record has (no more, no fewer).
+KEYS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected", "error"), "rl": ("prompt", "answer")}
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class DataError(ValueError):
+    """A line of a data file is malformed; the message is 'path:lineno: what is wrong'."""
+
+
+def check_target(content) -> dict:
+    """Parse an answer string and check it is the schema; return the dict, or raise ValueError/TypeError."""
+    if not isinstance(content, str):
+        raise TypeError("answer content must be a string")
+    try:
+        target = json.loads(content)
+    except json.JSONDecodeError:
+        raise ValueError(f"answer content is not valid JSON: {content[:40]!r}") from None
+    if not isinstance(target, dict):
+        raise TypeError("answer content is not a JSON object")
+    if list(target) != list(FIELDS):
+        raise ValueError(f"target keys must be exactly {list(FIELDS)} in this order, got {list(target)}")
+    if not isinstance(target["name"], str) or not target["name"].strip():
+        raise ValueError("name must be a non-empty string")
+    # bool is a subclass of int in Python, so it has to be ruled out by name.
+    age = target["age"]
+    if age is not None and type(age) is not int:
+        raise ValueError(f"age must be an integer or null, got {age!r}")
+    for field in ("city", "email"):
+        if target[field] is not None and not isinstance(target[field], str):
+            raise ValueError(f"{field} must be a string or null, got {target[field]!r}")
+    signup = target["signup_date"]
+    if signup is not None:
+        if not isinstance(signup, str) or not ISO_DATE.fullmatch(signup):
+            raise ValueError(f"bad signup_date {signup!r}: want YYYY-MM-DD or null")
+        try:
+            date.fromisoformat(signup)
+        except ValueError:
+            raise ValueError(f"bad signup_date {signup!r}: not a real date") from None
+    return target
+
+
+def check_messages(messages, where: str, roles: tuple) -> None:
+    """A list of {"role", "content"} dicts with these roles, in this order."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where} must be a non-empty list of messages")
+    for message in messages:
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise ValueError(f'{where}: each message needs exactly "role" and "content"')
+        if not isinstance(message["content"], str):
+            raise TypeError(f"{where}: message content must be a string")
+    got = tuple(m["role"] for m in messages)
+    if got[-1] != roles[-1]:
+        raise ValueError(f"{where}: last message is from {got[-1]!r}, not the {roles[-1]}")
+    if got != roles:
+        raise ValueError(f"{where}: roles are {list(got)}, want {list(roles)}")
+
+
+def check_prompt(messages) -> None:
+    """The system prompt of ftlab.task, then the user's text: stale prompts are caught here."""
+    if messages[:2] != prompt_messages(messages[1]["content"]):
+        raise ValueError("system prompt differs from ftlab.task.SYSTEM_PROMPT")
+
+
+def check_record(record, kind: str) -> None:
+    if not isinstance(record, dict):
+        raise TypeError("line is not a JSON object")
+    for key in KEYS[kind]:
+        if key not in record:
+            raise ValueError(f'missing key "{key}"')
+    extra = sorted(set(record) - set(KEYS[kind]))
+    if extra:
+        raise ValueError(f"unexpected keys {extra}")
+    if kind == "sft":
+        check_messages(record["messages"], "messages", ("system", "user", "assistant"))
+        check_prompt(record["messages"])
+        check_target(record["messages"][-1]["content"])
+        return
+    check_messages(record["prompt"], "prompt", ("system", "user"))
+    check_prompt(record["prompt"])
+    if kind == "rl":
+        check_target(record["answer"])
+        return
+    check_messages(record["chosen"], "chosen", ("assistant",))
+    check_messages(record["rejected"], "rejected", ("assistant",))
+    check_target(record["chosen"][0]["content"])
+    if record["rejected"][0]["content"] == record["chosen"][0]["content"]:
+        raise ValueError("rejected is the same as chosen")
+    if record["error"] not in ERROR_KINDS:
+        raise ValueError(f"error must be one of {list(ERROR_KINDS)}, got {record['error']!r}")
+
+
+def read_jsonl(path, kind: str) -> list[dict]:
+    """Every record of a JSONL file of this kind ("sft", "preference" or "rl"), validated."""
+    if kind not in KEYS:
+        raise ValueError(f"kind must be one of {list(KEYS)}, got {kind!r}")
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":  # the newline that ends the last line
+        lines.pop()
+    records = []
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            if not line.strip():
+                raise ValueError("empty line")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+            check_record(record, kind)
+        except (ValueError, TypeError) as e:  # every check raises one of these, with a one-line reason
+            raise DataError(f"{path}:{lineno}: {e}") from None
+        records.append(record)
+    return records
+
+
+def load_split(name: str) -> list[dict]:
+    """One committed split: "sft_train", "sft_eval", "preference" or "rl_prompts"."""
+    if name not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {name!r}")
+    return read_jsonl(DATA_DIR / f"{name}.jsonl", SPLITS[name])
+
+
+def gold_of(example: dict) -> dict:
+    """The correct answer of an sft, rl or preference record, as a dict."""
+    if "messages" in example:
+        return json.loads(example["messages"][-1]["content"])
+    if "answer" in example:
+        return json.loads(example["answer"])
+    if "chosen" in example:
+        return json.loads(example["chosen"][0]["content"])
+    raise ValueError("not an sft, rl or preference record")
+
+
+def to_prompt_completion(example: dict) -> dict:
+    """An sft record in TRL's conversational prompt-completion form, so loss falls on the answer only."""
+    messages = example["messages"]
+    return {"prompt": messages[:-1], "completion": messages[-1:]}

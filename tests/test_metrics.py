@@ -1,0 +1,95 @@
+"""The scorer decides what "better after training" means, so its strictness is pinned down here."""
+
+import json
+
+import pytest
+
+from ftlab.metrics import format_scores, parse_json_object, score
+from ftlab.task import FIELDS
+
+DROP = object()  # answer(email=DROP) leaves the key out
+GOLD = {"name": "Ana Silva", "age": 30, "city": "Lisbon", "email": None, "signup_date": "2024-03-05"}
+
+
+def answer(**changes):
+    """GOLD as the model would print it, with some values changed (or dropped, given DROP)."""
+    target = {k: v for k, v in {**GOLD, **changes}.items() if v is not DROP}
+    return json.dumps(target)
+
+
+
+def test_perfect_predictions_score_one_everywhere():
+    result = score([answer(), "  " + answer() + "\n"], [GOLD, GOLD])
+    assert result == {"n": 2, "valid_json": 1.0, "exact_match": 1.0, "fields": {f: 1.0 for f in FIELDS}}
+
+
+@pytest.mark.parametrize("text", [
+    "Sure! Here is the JSON: " + json.dumps(GOLD),
+    "```json\n" + json.dumps(GOLD) + "\n```",
+    json.dumps(GOLD) + "\nHope this helps!",
+    json.dumps(GOLD) + json.dumps(GOLD),
+    "name: Ana Silva\nage: 30",
+    json.dumps([GOLD]),
+    "",
+])
+def test_anything_but_one_bare_object_is_invalid(text):
+    assert parse_json_object(text) is None
+    result = score([text], [GOLD])
+    assert result["valid_json"] == 0 and result["exact_match"] == 0
+    assert all(rate == 0 for rate in result["fields"].values())
+
+
+@pytest.mark.parametrize("wrong_age", ["30", 30.0, True, None])
+def test_age_must_be_the_integer_itself(wrong_age):
+    gold = {**GOLD, "age": 1} if wrong_age is True else GOLD
+    result = score([answer(age=wrong_age)], [gold])
+    assert result["valid_json"] == 1 and result["exact_match"] == 0
+    assert result["fields"]["age"] == 0
+    assert all(result["fields"][f] == 1 for f in FIELDS if f != "age")
+
+
+def test_missing_key_fails_exact_match_but_not_the_other_fields():
+    result = score([answer(email=DROP)], [GOLD])
+    assert result["exact_match"] == 0 and result["fields"]["email"] == 0
+    assert all(result["fields"][f] == 1 for f in FIELDS if f != "email")
+
+
+def test_extra_key_fails_exact_match_only():
+    result = score([answer(phone="555-0100")], [GOLD])
+    assert result["exact_match"] == 0 and all(rate == 1 for rate in result["fields"].values())
+
+
+def test_key_order_does_not_matter_for_exact_match():
+    reordered = json.dumps(dict(reversed(list(GOLD.items()))))
+    assert score([reordered], [GOLD])["exact_match"] == 1
+
+
+def test_rates_are_fractions_of_all_examples():
+    result = score([answer(), answer(city="Porto"), "oops", answer()], [GOLD] * 4)
+    assert result["n"] == 4
+    assert result["valid_json"] == 0.75 and result["exact_match"] == 0.5
+    assert result["fields"]["city"] == 0.5 and result["fields"]["name"] == 0.75
+
+
+@pytest.mark.parametrize("predictions, golds", [([answer()], [GOLD, GOLD]), ([], [])])
+def test_mismatched_or_empty_inputs_raise(predictions, golds):
+    with pytest.raises(ValueError):
+        score(predictions, golds)
+
+
+def test_format_scores_shows_both_columns_and_every_row():
+    before = score(["Sure! " + answer(), answer(age="30")], [GOLD, GOLD])
+    after = score([answer(), answer(city="Porto")], [GOLD, GOLD])
+    table = format_scores(before, after)
+    assert "before" in table and "after" in table
+    for label in ("valid JSON", "exact match", *FIELDS):
+        assert label in table
+    assert "50.0%" in table and "100.0%" in table and "0.0%" in table
+    age_row = next(line for line in table.splitlines() if line.startswith("age"))
+    assert age_row.split()[1:] == ["0.0%", "100.0%"]
+
+
+def test_format_scores_without_before():
+    table = format_scores(None, score([answer()], [GOLD]))
+    assert "before" not in table and "100.0%" in table
+    assert len({len(line) for line in table.splitlines()}) == 1  # aligned columns
