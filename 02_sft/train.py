@@ -30,7 +30,7 @@ class ScriptArguments:
     train_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_train.jsonl"})
     eval_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_eval.jsonl"})
     eval_samples: int = field(default=50, metadata={"help": "eval examples used (0 = all): eval loss + greedy scores"})
-    max_new_tokens: int = field(default=96, metadata={"help": "generation budget per answer when scoring"})
+    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
     eval_before: bool = field(default=True, metadata={"help": "score the untrained model first"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
@@ -105,10 +105,10 @@ def main():
                                        batch_size=training_args.per_device_eval_batch_size)
         print(f"{label}: exact match {scores['exact_match']:.0%}, valid JSON {scores['valid_json']:.0%}; "
               f"first answer: {predictions[0]!r}")
-        return scores
+        return scores, predictions
 
     # ---- 4. Evaluate the untrained model ---------------------------------------------------------------
-    before = score("before") if script_args.eval_before else None
+    before, before_answers = score("before") if script_args.eval_before else (None, None)
 
     # ---- 5. Train ------------------------------------------------------------------------------------
     trainer = SFTTrainer(
@@ -128,9 +128,10 @@ def main():
     train_seconds = time.perf_counter() - start
 
     # ---- 6. Evaluate, report, save -------------------------------------------------------------------
-    after = score("after")
+    after, after_answers = score("after")
     summarize(training_args.output_dir, "02_sft" + (" (LoRA)" if model_args.use_peft else ""), before, after,
-              train_seconds=train_seconds, parameters=parameters, log_history=trainer.state.log_history)
+              train_seconds=train_seconds, parameters=parameters, log_history=trainer.state.log_history,
+              examples=eval_rows, answers={"before": before_answers, "after": after_answers})
     trainer.save_model(training_args.output_dir)  # the full model, or only the adapter with --use_peft
     print(f"saved model to {training_args.output_dir}")
 

@@ -14,7 +14,7 @@ from ftlab.metrics import score
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 96,
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 80,
              batch_size: int = 16) -> list[str]:
     """Greedy completions (special tokens stripped) for chat `prompts`, in order."""
     was_training = model.training

@@ -13,6 +13,7 @@ fp32: close to the hub original, not bit-identical.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -50,11 +51,10 @@ def resolve_model(ref: str) -> str:
     from huggingface_hub import snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    for local_only in ([True] if offline else [False, True]):
-        try:
+    for local_only in ([True] if offline else [False, True]):  # the hub, then the hub's local cache
+        # OSError: no network, no such repo, not cached; ValueError: not a valid repo id. Try the next source.
+        with contextlib.suppress(OSError, ValueError):
             return snapshot_download(ref, allow_patterns=HUB_PATTERNS, local_files_only=local_only)
-        except Exception:  # no network, no such repo, or not cached: try the next source
-            continue
     if ref in EMBEDDED:
         return str(convert_embedded(ref))
     raise ModelNotFound(f"model {ref!r} is not a local folder, the hub is unreachable or lacks it, "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ftlab.data import gold_of
 from ftlab.metrics import format_scores
 
 
@@ -60,9 +61,19 @@ def save_loss_curve(log_history: list[dict], path: Path) -> bool:
     return True
 
 
+def write_predictions(path: Path, examples: list[dict], answers: dict[str, list[str] | None]) -> None:
+    """One line per eval example: its text, the gold JSON and each model's answer, to read the misses."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i, example in enumerate(examples):
+            row = {"text": example["messages"][1]["content"], "gold": gold_of(example)}
+            row.update({label: answer[i] for label, answer in answers.items() if answer is not None})
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def summarize(output_dir: str, technique: str, before: dict | None, after: dict, *, train_seconds: float,
-              parameters: tuple[int, int], log_history: list[dict], extra: dict | None = None) -> dict:
-    """Print the before/after table and resource use; write metrics.json and loss_curve.png."""
+              parameters: tuple[int, int], log_history: list[dict], examples: list[dict],
+              answers: dict[str, list[str] | None], extra: dict | None = None) -> dict:
+    """Print the before/after table and resource use; write metrics.json, predictions.jsonl, loss_curve.png."""
     trainable, total = parameters
     memory = peak_memory()
     losses = [h["loss"] for h in log_history if "loss" in h]
@@ -82,6 +93,7 @@ def summarize(output_dir: str, technique: str, before: dict | None, after: dict,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_predictions(out / "predictions.jsonl", examples, answers)
     plotted = save_loss_curve(log_history, out / "loss_curve.png")
 
     print(f"\n== {technique}: task scores on {after['n']} eval examples (greedy) ==")
@@ -89,5 +101,6 @@ def summarize(output_dir: str, technique: str, before: dict | None, after: dict,
     print(f"train time      {train_seconds:8.1f} s")
     print(f"peak memory     {memory['peak_gib']:8.2f} GiB ({memory['device']})")
     print(f"trainable       {trainable:,} of {total:,} parameters ({metrics['trainable_percent']}%)")
-    print(f"wrote           {out / 'metrics.json'}" + (f", {out / 'loss_curve.png'}" if plotted else ""))
+    print(f"wrote           {out / 'metrics.json'}, {out / 'predictions.jsonl'}"
+          + (f", {out / 'loss_curve.png'}" if plotted else ""))
     return metrics

@@ -10,9 +10,8 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import run_script
+from safetensors.torch import load_file
 
 SCRIPT = "02_sft/train.py"
 # Recorded on the CPU with OMP_NUM_THREADS=1 (`make test`): 4 steps, lr 1e-3, batch 8, seed 42.
@@ -55,6 +54,8 @@ def test_outputs_are_written(run):
     out, metrics = run
     for name in ("model.safetensors", "tokenizer.json", "metrics.json", "loss_curve.png"):
         assert (out / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and set(rows[0]) == {"text", "gold", "before", "after"}
     assert list(out.glob("runs/*/events.out.tfevents.*")), "no TensorBoard log"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert metrics["before"]["n"] == metrics["after"]["n"] == 4
@@ -120,3 +121,16 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_model, tmp_path):
     line = one_line_error(run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path),
                                      "--model_name_or_path", str(tiny_model), "--resume", "true"))
     assert "no checkpoint" in line
+
+
+@pytest.mark.slow
+def test_real_model_learns_the_task(tmp_path):
+    """The embedded SmolLM2, briefly finetuned: exact match on unseen eval text must clearly rise."""
+    result = run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "real"),
+                        "--max_steps", "12", "--eval_samples", "16", "--eval_strategy", "no",
+                        "--save_strategy", "no", timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
+    before, after = metrics["before"], metrics["after"]
+    assert after["valid_json"] >= 0.8 and after["valid_json"] > before["valid_json"]
+    assert after["exact_match"] >= before["exact_match"] + 0.2, (before, after)
