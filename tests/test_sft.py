@@ -125,10 +125,11 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_real_model_learns_the_task(tmp_path):
-    """The embedded SmolLM2, briefly finetuned: exact match on unseen eval text must clearly rise."""
+    """The embedded SmolLM2 with the demo's training settings: exact match on unseen eval text must rise.
+
+    (12 steps were measured too few: 100% valid JSON but 19% exact match on 16 examples.)"""
     result = run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "real"),
-                        "--max_steps", "12", "--eval_samples", "16", "--eval_strategy", "no",
-                        "--save_strategy", "no", timeout=1200)
+                        "--eval_samples", "20", "--eval_strategy", "no", "--save_strategy", "no", timeout=1500, threads=None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
     before, after = metrics["before"], metrics["after"]
