@@ -135,3 +135,16 @@ def test_real_model_learns_the_task(tmp_path):
     before, after = metrics["before"], metrics["after"]
     assert after["valid_json"] >= 0.8 and after["valid_json"] > before["valid_json"]
     assert after["exact_match"] >= before["exact_match"] + 0.2, (before, after)
+
+
+@pytest.mark.gpu
+def test_gpu_run_uses_bf16_and_trl_fused_loss(tiny_model, tmp_path):
+    """On CUDA the script needs no flag: bf16 by default, and TRL's own (Triton) loss path, not the CPU fallback."""
+    metrics = train(tiny_model, tmp_path / "gpu", "--eval_before", "false")
+    assert metrics["memory_device"] == "cuda"
+    assert len(metrics["train_losses"]) == 4 and all(math.isfinite(x) for x in metrics["train_losses"])
+    args = torch.load(tmp_path / "gpu" / "training_args.bin", weights_only=False)
+    assert args.bf16 and not args.use_cpu
+    # Only TRL's fused loss logs token accuracy; the CPU fallback (ftlab/trl_cpu.py) does not.
+    state = json.loads((tmp_path / "gpu" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert any("mean_token_accuracy" in entry for entry in state["log_history"])
