@@ -69,7 +69,7 @@ def main():
             raise SystemExit(f"error: output_dir {out} is not empty; pass --overwrite_output_dir true "
                              "to replace it or --resume true to continue it")
         shutil.rmtree(out)
-    torch.manual_seed(training_args.seed)
+    torch.manual_seed(training_args.seed)  # SFTTrainer adds LoRA adapters before Trainer seeds: seed their init
 
     # ---- 2. Model and tokenizer ---------------------------------------------------------------------
     try:

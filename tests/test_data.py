@@ -62,7 +62,8 @@ def test_committed_files_match_a_fresh_generation(tmp_path, capsys):
     gen.main(["--out", str(tmp_path)])
     fresh, committed = file_bytes(tmp_path), file_bytes(DATA_DIR)
     for split in SPLITS:
-        assert committed[split] == fresh[split], f"data/{split}.jsonl is stale or hand-edited: run python3 data/generate.py"
+        assert committed[split] == fresh[split], \
+            f"data/{split}.jsonl is stale or hand-edited: run python3 data/generate.py"
 
 
 # --- Valid.

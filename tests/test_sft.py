@@ -129,7 +129,8 @@ def test_real_model_learns_the_task(tmp_path):
 
     (12 steps were measured too few: 100% valid JSON but 19% exact match on 16 examples.)"""
     result = run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "real"),
-                        "--eval_samples", "20", "--eval_strategy", "no", "--save_strategy", "no", timeout=1500, threads=None)
+                        "--eval_samples", "20", "--eval_strategy", "no", "--save_strategy", "no",
+                        timeout=1500, threads=None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
     before, after = metrics["before"], metrics["after"]
