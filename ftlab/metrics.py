@@ -6,16 +6,26 @@ output would fail on it, and those are exactly the habits training should remove
 """
 
 import json
+import re
 
 from ftlab.task import FIELDS
 
 
+def _refuse_duplicate_keys(pairs: list[tuple]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):  # {"name": "Bob", "name": "Zoë"}: json.loads would keep the last silently
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
 def parse_json_object(text: str) -> dict | None:
-    """The output as a dict if it is exactly one JSON object (whitespace around it allowed), else None."""
+    """The output as a dict if it is exactly one JSON object (whitespace around it allowed), else None.
+
+    An object that repeats a key is not valid here: which value a reader gets depends on the parser."""
     if not isinstance(text, str):
         return None
-    try:
-        value = json.loads(text.strip())  # raises on anything before or after the object
+    try:  # raises on anything before or after the object, and (through the hook) on a repeated key
+        value = json.loads(text.strip(), object_pairs_hook=_refuse_duplicate_keys)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -53,14 +63,37 @@ def score(predictions: list[str], golds: list[dict]) -> dict:
     }
 
 
+def answers_question(reply: str, accepted: list[str]) -> bool:
+    """True if one accepted answer appears in the reply as a whole word, ignoring case ("Paris." counts)."""
+    return any(re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", reply.lower()) for a in accepted)
+
+
+def probe_score(replies: list[str], questions: list[dict]) -> dict:
+    """The forgetting probe: the share of general questions answered right (scored as in `answers_question`)."""
+    if len(replies) != len(questions):
+        raise ValueError(f"{len(replies)} replies but {len(questions)} questions")
+    right = sum(answers_question(r, q["answers"]) for r, q in zip(replies, questions, strict=True))
+    return {"n": len(questions), "correct": right / len(questions) if questions else 0.0}
+
+
 def format_scores(before: dict | None, after: dict) -> str:
-    """A small table of percentages, one row per measure, columns "before" (optional) and "after"."""
-    runs = [("before", before), ("after", after)] if before is not None else [("after", after)]
+    """A table of percentages: one row per measure, a before (optional) and after column per eval set.
+
+    `before` and `after` map an eval set's name to its `score(...)`; a "probe" entry adds the last row."""
+    sets = [name for name in after if name != "probe"]
+    runs = [(name, label, scores[name]) for name in sets
+            for label, scores in (("before", before), ("after", after)) if scores is not None]
     rows = [("valid JSON", lambda s: s["valid_json"]), ("exact match", lambda s: s["exact_match"])]
     rows += [(field, lambda s, f=field: s["fields"][f]) for field in FIELDS]
-    width = max(len(label) for label, _ in rows)
-    lines = [" " * width + "".join(f"{title:>9}" for title, _ in runs)]
+    width, col = max(len(label) for label, _ in rows) + 2, 9
+    group = col * (2 if before is not None else 1)
+    lines = [" " * width + "".join(f"{name:>{group}}" for name in sets),
+             " " * width + "".join(f"{label:>{col}}" for _, label, _ in runs)]
     for label, get in rows:
-        lines.append(f"{label:<{width}}" + "".join(f"{100 * get(s):>8.1f}%" for _, s in runs))
-    lines.append(f"{'n':<{width}}" + "".join(f"{s['n']:>9}" for _, s in runs))
+        lines.append(f"{label:<{width}}" + "".join(f"{100 * get(s):>{col - 1}.1f}%" for _, _, s in runs))
+    lines.append(f"{'n':<{width}}" + "".join(f"{s['n']:>{col}}" for _, _, s in runs))
+    if "probe" in after:
+        shown = [s["probe"] for s in (before, after) if s is not None and "probe" in s]
+        lines.append(f"general questions answered right (forgetting probe, n={after['probe']['n']}): "
+                     + " -> ".join(f"{100 * p['correct']:.0f}%" for p in shown))
     return "\n".join(lines)

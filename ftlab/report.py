@@ -61,27 +61,39 @@ def save_loss_curve(log_history: list[dict], path: Path) -> bool:
     return True
 
 
-def write_predictions(path: Path, examples: list[dict], answers: dict[str, list[str] | None]) -> None:
-    """One line per eval example: its text, the gold JSON and each model's answer, to read the misses."""
+def write_predictions(path: Path, eval_sets: dict[str, list[dict]], questions: list[dict] | None,
+                      answers: dict[str, dict | None]) -> None:
+    """One line per eval example (and probe question): its set, text, gold and each model's answer."""
     with open(path, "w", encoding="utf-8") as f:
-        for i, example in enumerate(examples):
-            row = {"text": example["messages"][1]["content"], "gold": gold_of(example)}
-            row.update({label: answer[i] for label, answer in answers.items() if answer is not None})
+        rows = [(name, i, ex["messages"][1]["content"], gold_of(ex))
+                for name, examples in eval_sets.items() for i, ex in enumerate(examples)]
+        rows += [("probe", i, q["question"], q["answers"]) for i, q in enumerate(questions or [])]
+        for name, i, text, gold in rows:
+            row = {"set": name, "text": text, "gold": gold}
+            row.update({label: got[name][i] for label, got in answers.items() if got is not None and name in got})
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def summarize(output_dir: str, technique: str, before: dict | None, after: dict, *, train_seconds: float,
-              parameters: tuple[int, int], log_history: list[dict], examples: list[dict],
-              answers: dict[str, list[str] | None], extra: dict | None = None) -> dict:
-    """Print the before/after table and resource use; write metrics.json, predictions.jsonl, loss_curve.png."""
+              parameters: tuple[int, int], log_history: list[dict], eval_sets: dict[str, list[dict]],
+              questions: list[dict] | None, answers: dict[str, dict | None], tokens_seen: int | None = None,
+              extra: dict | None = None) -> dict:
+    """Print the before/after table and resource use; write metrics.json, predictions.jsonl, loss_curve.png.
+
+    `before`/`after` map each eval set's name (and "probe") to its scores, as `evaluation.evaluate_all` returns."""
     trainable, total = parameters
     memory = peak_memory()
     losses = [h["loss"] for h in log_history if "loss" in h]
+    tokens_per_second = tokens_seen / train_seconds if tokens_seen and train_seconds > 0 else None
     metrics = {
         "technique": technique,
         "before": before,
         "after": after,
         "train_seconds": round(train_seconds, 1),
+        "train_tokens": tokens_seen,
+        # 6 x parameters x tokens/s: the model FLOPs a second of training did (2 forward, 4 backward per weight).
+        "train_tokens_per_second": round(tokens_per_second, 1) if tokens_per_second else None,
+        "model_gflops_per_second": round(6 * total * tokens_per_second / 1e9, 1) if tokens_per_second else None,
         "peak_memory_gib": round(memory["peak_gib"], 2),
         "memory_device": memory["device"],
         "trainable_parameters": trainable,
@@ -92,13 +104,15 @@ def summarize(output_dir: str, technique: str, before: dict | None, after: dict,
     }
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_predictions(out / "predictions.jsonl", examples, answers)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_predictions(out / "predictions.jsonl", eval_sets, questions, answers)
     plotted = save_loss_curve(log_history, out / "loss_curve.png")
 
-    print(f"\n== {technique}: task scores on {after['n']} eval examples (greedy) ==")
+    print(f"\n== {technique}: task scores (greedy) ==")
     print(format_scores(before, after))
-    print(f"train time      {train_seconds:8.1f} s")
+    print(f"train time      {train_seconds:8.1f} s"
+          + (f"  ({tokens_per_second:,.0f} tokens/s, {metrics['model_gflops_per_second']} GFLOP/s of model work)"
+             if tokens_per_second else ""))
     print(f"peak memory     {memory['peak_gib']:8.2f} GiB ({memory['device']})")
     print(f"trainable       {trainable:,} of {total:,} parameters ({metrics['trainable_percent']}%)")
     print(f"wrote           {out / 'metrics.json'}, {out / 'predictions.jsonl'}"

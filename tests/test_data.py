@@ -98,16 +98,30 @@ def user_texts(split):
     return [(r.get("messages") or r["prompt"])[1]["content"] for r in records]
 
 
-def test_eval_names_and_templates_are_disjoint_from_train():
-    train_pool, eval_pool = gen.NAMES["train"], gen.NAMES["eval"]
-    for part in ("female", "male", "last"):
-        assert not set(train_pool[part]) & set(eval_pool[part])
-    assert not {t.id for t in gen.TEMPLATES["train"]} & {t.id for t in gen.TEMPLATES["eval"]}
-    assert not {t.text for t in gen.TEMPLATES["train"]} & {t.text for t in gen.TEMPLATES["eval"]}
+def test_eval_names_are_disjoint_from_train_and_never_leak():
+    def pool(split):
+        return {x for parts in gen.NAMES[split].values() for names in parts.values() for x in names}
+    assert not pool("train") & pool("eval")  # across every culture and part
     train_text = "\n".join(user_texts("sft_train") + user_texts("preference") + user_texts("rl_prompts"))
-    eval_names = eval_pool["female"] + eval_pool["male"] + eval_pool["last"]
+    eval_names = pool("eval")
+    assert len(eval_names) >= 300
     leaked = [name for name in eval_names if re.search(rf"\b{re.escape(name)}\b", train_text)]
     assert not leaked
+
+
+def test_eval_has_frames_phrasings_and_cities_that_train_never_sees(built):
+    train, evals = built["sft_train"] + built["preference"] + built["rl_prompts"], built["sft_eval"]
+    held_frames = {name for name, (_, _, weight) in gen.FRAMES.items() if weight == 0}
+    assert len(held_frames) >= 3
+    assert not {ex.info["frame"] for ex in train} & held_frames
+    assert sum(ex.info["frame"] in held_frames for ex in evals) >= 20
+    assert not any(gen.held_out(p) for ex in train for p in ex.info["phrasings"]), "train used a held-out phrasing"
+    assert sum(any(gen.held_out(p) for p in ex.info["phrasings"]) for ex in evals) >= 30
+    held_cities = {c.name for c in gen.CITY_POOL["eval_only"]}
+    held_cities |= {gen.ascii_fold(c) for c in held_cities}
+    assert len(gen.CITY_POOL["eval_only"]) >= 50 and not held_cities & {c.name for c in gen.CITY_POOL["train"]}
+    assert not {ex.target["city"] for ex in train} & held_cities
+    assert sum(ex.target["city"] in held_cities for ex in evals) >= 15
 
 
 def test_no_user_text_is_shared_between_splits():
@@ -118,45 +132,109 @@ def test_no_user_text_is_shared_between_splits():
 
 
 # --- Varied.
-def test_train_uses_many_templates_and_every_date_format(built):
+def test_train_uses_many_frames_phrasings_and_every_date_format(built):
     train = built["sft_train"]
-    assert len({ex.info["template"] for ex in train}) >= 20
+    assert len({ex.info["frame"] for ex in train}) >= 14
+    assert len({p for ex in train for p in ex.info["phrasings"]}) >= 300  # distinct phrasings, labels, questions
+    assert len({(ex.info["frame"], p) for ex in train for p in ex.info["phrasings"]}) >= 1000
     assert {ex.info["date_format"] for ex in train} - {None} == set(gen.DATE_FORMATS)
-    assert len({ex.info["template"] for ex in built["sft_eval"]}) >= 8
+    assert len({ex.info["frame"] for ex in built["sft_eval"]}) >= 12
+
+
+def test_each_field_has_many_phrasings_in_each_voice():
+    for voice in ("i", "they"):
+        for field in FIELDS:
+            seen = [s for s in gen.SAY[voice] if field in gen.fields_of(s) and not gen.held_out(s)]
+            assert len(seen) >= 20, (voice, field, len(seen))
 
 
 def test_numeric_day_month_dates_are_unambiguous(built):
+    """Slashed day/month dates only when the day is over 12; dots always mean day.month.year."""
     for ex in built["sft_train"] + built["sft_eval"]:
-        if ex.info["date_format"] in ("dotted_dmy", "slashed_mdy"):
+        if ex.info["date_format"] in ("slashed_dmy", "slashed_mdy"):
             assert int(ex.target["signup_date"][-2:]) > 12
+    assert any(ex.info["date_format"] == "dotted_dmy" and int(ex.target["signup_date"][-2:]) <= 12
+               for ex in built["sft_train"])
+
+
+@pytest.mark.parametrize("written, iso", [
+    ("Jan. 5, 2021", "2021-01-05"), ("5-Mar-2021", "2021-03-05"), ("05 Mar 2021", "2021-03-05"),
+    ("March 5th 2021", "2021-03-05"), ("the 5th of March, 2021", "2021-03-05"), ("25/01/2022", "2022-01-25"),
+    ("01/25/2022", "2022-01-25"), ("05.03.2021", "2021-03-05"), ("2021/03/05", "2021-03-05"),
+    ("Fri 5 March 2021", "2021-03-05"), ("Sept. 9, 2020", "2020-09-09")])
+def test_written_dates_read_back(written, iso):
+    assert gen.read_date(written).isoformat() == iso
+
+
+@pytest.mark.parametrize("written", ["ana dot ruiz at gmail dot com", "ana.ruiz [at] gmail.com",
+                                     "ana.ruiz(at)gmail.com", "ana.ruiz (at) gmail (dot) com",
+                                     "ana.ruiz AT gmail DOT com", "mailto:ana.ruiz@gmail.com", "<ana.ruiz@gmail.com>"])
+def test_written_emails_read_back(written):
+    assert gen.read_email(written) == "ana.ruiz@gmail.com"
+
+
+def test_obfuscated_emails_normalise(built):
+    train = built["sft_train"]
+    obfuscated = [ex for ex in train if ex.info["email_form"] == "obfuscated"]
+    assert 0.04 <= len(obfuscated) / len(train) <= 0.12
+    for ex in obfuscated:
+        assert ex.info["email_text"] in ex.text and "@" not in ex.info["email_text"]
+        assert gen.read_email(ex.info["email_text"]) == ex.target["email"]
+    assert {ex.info["email_form"] for ex in train} == {None, "plain", "obfuscated", "mailto", "angle"}
 
 
 def test_each_field_is_missing_often_but_not_mostly():
     golds = [gold_of(r) for r in load_split("sft_train")]
     for field in FIELDS[1:]:
         rate = sum(g[field] is None for g in golds) / len(golds)
-        assert 0.15 <= rate <= 0.5, (field, rate)
+        assert 0.15 <= rate <= 0.35, (field, rate)
     assert all(g["name"] for g in golds)
     assert any(all(g[f] is None for f in FIELDS[1:]) for g in golds), "no name-only example"
 
 
-def test_names_and_ages_come_in_many_forms(built):
+def test_null_is_not_a_safe_guess_in_any_frame_family(built):
+    """An unusual frame holds its fields as often as a plain one, so 'odd shape -> null' never pays."""
+    train = built["sft_train"]
+    for family in {ex.info["family"] for ex in train}:
+        group = [ex for ex in train if ex.info["family"] == family]
+        assert len(group) >= 150, family
+        for field in FIELDS[1:]:
+            rate = sum(ex.target[field] is None for ex in group) / len(group)
+            assert 0.15 <= rate <= 0.35, (family, field, rate)
+
+
+def test_names_cities_and_ages_come_in_many_forms(built):
     golds = [gold_of(r) for r in load_split("sft_train")]
     names = {g["name"] for g in golds}
+    assert len(names) >= 1900
     assert any(not n.isascii() for n in names)
     assert any(re.search(r" [A-Z]\. ", n) for n in names), "no middle initials"
+    assert sum(bool(re.search(r"\w-[A-Z]", n)) for n in names) >= 20, "no double-barrelled names"
+    particles = r"\b(de|del|van|von|bin|binti|bint|dos|da|du|Le|Di|De|Dela|Te)\b"
+    assert sum(bool(re.search(particles, n)) for n in names) >= 30, "no multi-part surnames"
+    assert sum(n == n.lower() for n in names) >= 30, "no lowercase chats"
+    cities = [g["city"] for g in golds if g["city"]]
+    assert len(set(cities)) >= 300
+    accented = {c.name for c in gen.ALL_CITIES if not c.name.isascii()}
+    assert sum(c in {gen.ascii_fold(a) for a in accented} for c in cities) >= 20, "no cities written without accents"
     texts = [ex.text for ex in built["sft_train"]]
     assert sum(bool(re.search(r"\b(twenty|thirty|forty|fifty|sixty|seventy|eighty)-\w+", t)) for t in texts) >= 20
+    assert sum(bool(re.search(r"\w, (TX|CA|NY|ON|NSW|Portugal|Germany|Japan)\b", t)) for t in texts) >= 20
     ages = [g["age"] for g in golds if g["age"] is not None]
     assert min(ages) >= 18 and max(ages) <= 90
+    titled = [ex for ex in built["sft_train"] if "title" in ex.info["distractors"]]
+    assert len(titled) >= 100 and not any(re.match(r"(Mr|Ms|Mrs|Dr|Prof)\b", ex.target["name"]) for ex in titled)
 
 
 def test_most_texts_carry_a_distractor(built):
     train = built["sft_train"]
     with_distractor = [ex for ex in train if ex.info["distractors"]]
-    assert len(with_distractor) / len(train) >= 0.3
+    assert 0.45 <= len(with_distractor) / len(train) <= 0.75
     kinds = Counter(kind for ex in train for kind in ex.info["distractors"])
     assert set(kinds) == set(gen.DISTRACTOR_KINDS)
+    for field in FIELDS:  # a distractor and the real value of the same field, in one text
+        both = [ex for ex in train if field in ex.info["steal"] and ex.target[field] is not None]
+        assert len(both) >= 40, field
 
 
 def test_one_regex_does_not_solve_it(built):
@@ -245,3 +323,56 @@ def test_rl_and_preference_records_are_checked_too(tmp_path):
     path.write_text(json.dumps(rl) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r":1: target keys must be exactly"):
         read_jsonl(path, "rl")
+
+
+# --- The hand-written files: read and validated like the generated ones, never generated.
+def test_handwritten_eval_comes_back_in_sft_form_with_the_current_prompt():
+    records = load_split("handwritten_eval")
+    assert len(records) >= 60
+    for record in records:
+        assert record["messages"][:2] == prompt_messages(record["messages"][1]["content"])
+        assert list(gold_of(record)) == list(FIELDS)
+    generated = {r["messages"][1]["content"] for split in ("sft_train", "sft_eval") for r in load_split(split)}
+    assert not generated & {r["messages"][1]["content"] for r in records}
+
+
+def test_general_probe_questions():
+    questions = load_split("general_probe")
+    assert len(questions) >= 20
+    assert all(q["answers"] and q["question"].endswith("?") for q in questions)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('{"text": "Ana, 30", "answer": {"name": "Ana", "age": "30", "city": null, "email": null, "signup_date": null}}',
+     "age must be an integer"),
+    ('{"text": "", "answer": {"name": "Ana", "age": 30, "city": null, "email": null, "signup_date": null}}',
+     "text must be"),
+    ('{"text": "Ana", "answer": "Ana"}', "answer must be a JSON object"),
+])
+def test_bad_handwritten_lines_are_refused(tmp_path, line, problem):
+    path = tmp_path / "hand.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(DataError, match=problem):
+        read_jsonl(path, "handwritten")
+
+
+def test_bad_probe_line_is_refused(tmp_path):
+    path = tmp_path / "probe.jsonl"
+    path.write_text('{"question": "2+2?", "answers": []}\n')
+    with pytest.raises(DataError, match=r"probe.jsonl:1: answers must be"):
+        read_jsonl(path, "probe")
+
+
+@pytest.mark.parametrize("content, problem", [("", "is empty"), ("\n", "is empty"), (b"\xff\xfe", "cannot read")])
+def test_empty_or_unreadable_files_are_one_line_errors(tmp_path, content, problem):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError, match=problem):
+        read_jsonl(path, "sft")
+
+
+def test_a_missing_file_or_a_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_jsonl(tmp_path / "absent.jsonl", "sft")
+    with pytest.raises(DataError, match="cannot read"):
+        read_jsonl(tmp_path, "sft")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ftlab.metrics import format_scores, parse_json_object, score
+from ftlab.metrics import answers_question, format_scores, parse_json_object, probe_score, score
 from ftlab.task import FIELDS
 
 DROP = object()  # answer(email=DROP) leaves the key out
@@ -77,19 +77,49 @@ def test_mismatched_or_empty_inputs_raise(predictions, golds):
         score(predictions, golds)
 
 
-def test_format_scores_shows_both_columns_and_every_row():
-    before = score(["Sure! " + answer(), answer(age="30")], [GOLD, GOLD])
-    after = score([answer(), answer(city="Porto")], [GOLD, GOLD])
+def test_a_repeated_key_is_invalid_not_the_last_value():
+    """json.loads keeps the last of two equal keys: {"name": "Bob", "name": "Ana Silva", ...} must not pass."""
+    text = '{"name": "Bob", ' + answer()[1:]
+    assert json.loads(text) == GOLD  # what plain json.loads would have scored as exact
+    assert parse_json_object(text) is None
+    assert score([text], [GOLD])["valid_json"] == 0
+
+
+@pytest.mark.parametrize("reply, right", [
+    ("The capital of France is Paris.", True),
+    ("paris", True),
+    ("It is Parisian food you mean?", False),  # a word that contains the answer is not the answer
+    ('{"name": "Paris Hilton", "age": null}', True),  # the probe checks content only, not form
+    ("I don't know.", False),
+])
+def test_probe_answers_are_whole_words_any_case(reply, right):
+    assert answers_question(reply, ["Paris"]) is right
+
+
+def test_probe_score_is_the_share_answered():
+    questions = [{"question": "2+2?", "answers": ["4", "four"]}, {"question": "Capital of Italy?", "answers": ["Rome"]}]
+    assert probe_score(["Four.", "Milan"], questions) == {"n": 2, "correct": 0.5}
+    with pytest.raises(ValueError):
+        probe_score(["4"], questions)
+
+
+def test_format_scores_shows_each_set_before_and_after_and_every_row():
+    before = {"synthetic": score(["Sure! " + answer(), answer(age="30")], [GOLD, GOLD]),
+              "handwritten": score(["no"], [GOLD]), "probe": {"n": 4, "correct": 0.75}}
+    after = {"synthetic": score([answer(), answer(city="Porto")], [GOLD, GOLD]),
+             "handwritten": score([answer()], [GOLD]), "probe": {"n": 4, "correct": 0.5}}
     table = format_scores(before, after)
-    assert "before" in table and "after" in table
+    assert "synthetic" in table and "handwritten" in table and "before" in table and "after" in table
     for label in ("valid JSON", "exact match", *FIELDS):
         assert label in table
-    assert "50.0%" in table and "100.0%" in table and "0.0%" in table
     age_row = next(line for line in table.splitlines() if line.startswith("age"))
-    assert age_row.split()[1:] == ["0.0%", "100.0%"]
+    assert age_row.split()[1:] == ["0.0%", "100.0%", "0.0%", "100.0%"]
+    city_row = next(line for line in table.splitlines() if line.startswith("city"))
+    assert city_row.split()[1:] == ["50.0%", "50.0%", "0.0%", "100.0%"]
+    assert "75% -> 50%" in table.splitlines()[-1]
 
 
 def test_format_scores_without_before():
-    table = format_scores(None, score([answer()], [GOLD]))
+    table = format_scores(None, {"synthetic": score([answer()], [GOLD])})
     assert "before" not in table and "100.0%" in table
-    assert len({len(line) for line in table.splitlines()}) == 1  # aligned columns
+    assert len({len(line) for line in table.splitlines()[1:]}) == 1  # aligned columns

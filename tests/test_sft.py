@@ -7,22 +7,29 @@ change in data formatting, loss masking or optimisation shows up here as a diffe
 import json
 import math
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import ROOT, run_script
 from safetensors.torch import load_file
 
+from ftlab.data import load_split
+
 SCRIPT = "02_sft/train.py"
-# Recorded on the CPU with OMP_NUM_THREADS=1 (`make test`): 4 steps, lr 1e-3, batch 8, seed 42.
-EXPECTED_LOSSES = [6.2410, 6.2355, 6.1914, 6.1749]
+# Recorded on the CPU with OMP_NUM_THREADS=1 (`make test`): 4 steps, lr 1e-3, batch 8, seed 42, fp32
+# (`--bf16 false`: the recorded numbers must not depend on whether the CPU has bf16).
+EXPECTED_LOSSES = [6.2376, 6.2516, 6.2079, 6.1843]
+# What `make test-slow` requires of the demo's training (exact match after; see test_real_model_learns_the_task).
+HANDWRITTEN_BAR, SYNTHETIC_BAR = 0.55, 0.55
 
 
 def train(model, out, *extra):
     args = ["--config", "02_sft/config.yaml", "--model_name_or_path", str(model), "--output_dir", str(out),
             "--max_steps", "4", "--learning_rate", "1e-3", "--logging_steps", "1", "--eval_steps", "2",
             "--save_steps", "2", "--save_total_limit", "2", "--eval_samples", "4", "--max_new_tokens", "8",
-            "--report_to", "tensorboard", *extra]
+            "--report_to", "tensorboard", "--bf16", "false", *extra]
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
@@ -55,12 +62,20 @@ def test_outputs_are_written(run):
     for name in ("model.safetensors", "tokenizer.json", "metrics.json", "loss_curve.png"):
         assert (out / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and set(rows[0]) == {"text", "gold", "before", "after"}
+    sets = {name: sum(row["set"] == name for row in rows) for name in ("synthetic", "handwritten", "probe")}
+    assert sets == {"synthetic": 4, "handwritten": len(load_split("handwritten_eval")),
+                    "probe": len(load_split("general_probe"))}
+    assert all(set(row) == {"set", "text", "gold", "before", "after"} for row in rows)
     assert list(out.glob("runs/*/events.out.tfevents.*")), "no TensorBoard log"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert metrics["before"]["n"] == metrics["after"]["n"] == 4
-    assert set(metrics["after"]["fields"]) == {"name", "age", "city", "email", "signup_date"}
+    for when in ("before", "after"):  # both eval sets and the forgetting probe, before and after training
+        assert metrics[when]["synthetic"]["n"] == 4
+        assert metrics[when]["handwritten"]["n"] == sets["handwritten"]
+        assert metrics[when]["probe"]["n"] == sets["probe"]
+    assert set(metrics["after"]["handwritten"]["fields"]) == {"name", "age", "city", "email", "signup_date"}
     assert metrics["train_seconds"] > 0 and metrics["peak_memory_gib"] > 0
+    assert metrics["train_tokens"] > 4 * 8 * 50 and metrics["train_tokens_per_second"] > 0
+    assert metrics["bf16"] is False
 
 
 def test_resume_continues_from_the_checkpoint(run, tiny_model, tmp_path):
@@ -104,6 +119,39 @@ def test_unknown_config_key_is_a_one_line_error(tiny_model, tmp_path):
     assert "learning_rat" in line
 
 
+# Each bad input a new user tried (issue 5) ends in one line before any model is loaded. ftlab/startup.py
+# and ftlab/data.py hold the checks; tests/test_startup.py covers every rule, these run the real script.
+@pytest.mark.parametrize("args, says", [
+    (["--config", "nope.yaml"], "nope.yaml: no such file"),
+    (["--config", "02_sft/config.yaml", "--max_steps", "-5"], "--max_steps -5: must be a positive number"),
+])
+def test_bad_config_is_a_one_line_error(tmp_path, args, says):
+    assert says in one_line_error(run_script(SCRIPT, *args, "--output_dir", str(tmp_path / "o")))
+
+
+def test_yaml_syntax_error_is_a_one_line_error(tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("max_steps: 20\nlearning_rate: [1e-4\n")
+    line = one_line_error(run_script(SCRIPT, "--config", str(config), "--output_dir", str(tmp_path / "o")))
+    assert "YAML syntax error" in line
+
+
+def test_empty_train_file_is_a_one_line_error(tiny_model, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    line = one_line_error(run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "o"),
+                                     "--model_name_or_path", str(tiny_model), "--train_file", str(empty)))
+    assert "empty.jsonl: the file is empty" in line
+
+
+def test_outside_the_virtual_environment_says_what_to_do(tmp_path):
+    """`python3 02_sft/train.py` with a Python that lacks the packages (-S: no site-packages) gets one line."""
+    result = subprocess.run([sys.executable, "-S", SCRIPT, "--config", "02_sft/config.yaml"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    line = one_line_error(result)
+    assert "make setup" in line and "source .venv/bin/activate" in line
+
+
 def test_missing_model_path_is_a_one_line_error(tmp_path):
     line = one_line_error(run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "o"),
                                      "--model_name_or_path", str(tmp_path / "no-such-model")))
@@ -125,17 +173,20 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_real_model_learns_the_task(tmp_path):
-    """The embedded SmolLM2 with the demo's training settings: exact match on unseen eval text must rise.
+    """`make demo`'s training on the embedded SmolLM2 must hold the bar measured for it, on hand-written text.
 
-    (12 steps were measured too few: 100% valid JSON but 19% exact match on 16 examples.)"""
+    The demo measured 63.7% exact on the 80 hand-written sentences and 67.5% on the synthetic eval split
+    (02_sft/README.md); the bar leaves a margin for run-to-run noise of a few sentences. Eval-loss passes
+    and checkpoints are off: they change no weight."""
     result = run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "real"),
-                        "--eval_samples", "20", "--eval_strategy", "no", "--save_strategy", "no",
-                        timeout=1500, threads=None)
+                        "--eval_strategy", "no", "--save_strategy", "no", timeout=1500, threads=None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
     before, after = metrics["before"], metrics["after"]
-    assert after["valid_json"] >= 0.8 and after["valid_json"] > before["valid_json"]
-    assert after["exact_match"] >= before["exact_match"] + 0.2, (before, after)
+    for name in ("synthetic", "handwritten"):
+        assert before[name]["exact_match"] == 0 and after[name]["valid_json"] >= 0.98, (name, after[name])
+    assert after["handwritten"]["exact_match"] >= HANDWRITTEN_BAR, after["handwritten"]
+    assert after["synthetic"]["exact_match"] >= SYNTHETIC_BAR, after["synthetic"]
 
 
 @pytest.mark.gpu

@@ -1,0 +1,119 @@
+"""ftlab.startup: every script's first lines. Bad input must end in one `error:` line, before any training."""
+
+import logging
+from dataclasses import dataclass
+
+import pytest
+from trl import ModelConfig, SFTConfig
+
+from ftlab import startup
+
+
+@dataclass
+class ScriptArguments:
+    eval_samples: int = 40
+    max_new_tokens: int = 80
+
+
+TYPES = (ScriptArguments, SFTConfig, ModelConfig)
+
+
+def parse(*args):
+    return startup.parse_config(*TYPES, args=list(args))
+
+
+def error_of(*args) -> str:
+    with pytest.raises(SystemExit) as stop:
+        parse(*args)
+    message = str(stop.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def test_a_good_config_parses_and_flags_win(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 3.0e-4  # a comment\nmax_steps: 7\n")
+    script, training, _ = parse("--config", str(config), "--max_steps", "9", "--output_dir", str(tmp_path / "o"))
+    assert training.learning_rate == 3e-4 and training.max_steps == 9 and script.eval_samples == 40
+
+
+def test_precision_follows_the_hardware_unless_told(tmp_path, monkeypatch):
+    monkeypatch.setattr(startup, "cpu_has_bf16", lambda: True)
+    _, training, _ = parse("--output_dir", str(tmp_path))
+    assert training.bf16 is True
+    monkeypatch.setattr(startup, "cpu_has_bf16", lambda: False)
+    _, training, _ = parse("--output_dir", str(tmp_path))
+    import torch
+    assert training.bf16 == torch.cuda.is_available()
+    _, training, _ = parse("--output_dir", str(tmp_path), "--bf16", "false")
+    assert training.bf16 is False
+
+
+def test_missing_config_file(tmp_path):
+    assert "nope.yaml: no such file" in error_of("--config", str(tmp_path / "nope.yaml"))
+
+
+def test_config_flag_without_a_file():
+    assert "--config needs a file" in error_of("--config")
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("learning_rate: 1e-4\nmax_steps: [20\nseed: 1\n")
+    message = error_of("--config", str(config))
+    assert "YAML syntax error" in message and f"{config}:3:" in message
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    config = tmp_path / "list.yaml"
+    config.write_text("- learning_rate\n- 1e-4\n")
+    assert "key: value" in error_of("--config", str(config))
+
+
+def test_unknown_key_is_named(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("learning_rat: 1e-4\n")
+    assert "learning_rat" in error_of("--config", str(config), "--output_dir", str(tmp_path))
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--max_steps", "-5"), ("--max_steps", "0"), ("--learning_rate", "0"), ("--learning_rate", "-1e-4"),
+    ("--per_device_train_batch_size", "0"), ("--gradient_accumulation_steps", "0"), ("--eval_samples", "-1"),
+    ("--max_new_tokens", "0"), ("--warmup_steps", "-1"), ("--max_length", "4"), ("--num_train_epochs", "0"),
+])
+def test_nonsense_numbers_are_refused(tmp_path, flag, value):
+    message = error_of("--output_dir", str(tmp_path), f"{flag}={value}")  # = keeps "-1e-4" a value
+    assert flag.lstrip("-") in message and "must be" in message
+
+
+def test_max_steps_minus_one_still_means_epochs(tmp_path):
+    _, training, _ = parse("--output_dir", str(tmp_path), "--max_steps", "-1", "--num_train_epochs", "2")
+    assert training.max_steps == -1
+
+
+def test_output_dir_protection(tmp_path):
+    out = tmp_path / "run"
+    assert startup.prepare_output_dir(str(out), overwrite=False, resume=False) == out  # absent: fine
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty"):
+        startup.prepare_output_dir(str(out), overwrite=False, resume=False)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        startup.prepare_output_dir(str(out), overwrite=False, resume=True)
+    startup.prepare_output_dir(str(out), overwrite=True, resume=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("logger_name", sorted(startup.HARMLESS))
+def test_known_harmless_messages_are_dropped_and_others_kept(logger_name):
+    logger = logging.getLogger(logger_name)
+    seen = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = seen.append  # whatever passes the logger's filters reaches its handlers
+    logger.addHandler(handler)
+    try:
+        logger.warning("%s (details)", startup.HARMLESS[logger_name])
+        logger.warning("a real problem")
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in seen] == ["a real problem"]
