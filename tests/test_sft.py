@@ -25,11 +25,11 @@ EXPECTED_LOSSES = [6.2376, 6.2516, 6.2079, 6.1843]
 HANDWRITTEN_BAR, SYNTHETIC_BAR = 0.55, 0.55
 
 
-def train(model, out, *extra):
+def train(model, out, *extra, precision=("--bf16", "false")):
     args = ["--config", "02_sft/config.yaml", "--model_name_or_path", str(model), "--output_dir", str(out),
             "--max_steps", "4", "--learning_rate", "1e-3", "--logging_steps", "1", "--eval_steps", "2",
             "--save_steps", "2", "--save_total_limit", "2", "--eval_samples", "4", "--max_new_tokens", "8",
-            "--report_to", "tensorboard", "--bf16", "false", *extra]
+            "--report_to", "tensorboard", *precision, *extra]
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
@@ -46,6 +46,15 @@ def test_losses_are_finite_and_match_the_recorded_run(run):
     losses = metrics["train_losses"]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert losses == pytest.approx(EXPECTED_LOSSES, abs=2e-3)
+
+
+def test_precision_follows_the_hardware_without_a_flag(tiny_model, tmp_path):
+    """No --bf16 flag: bf16 autocast where the CPU has native bf16 (or on a GPU), fp32 elsewhere; same learning."""
+    from ftlab.startup import cpu_has_bf16
+
+    metrics = train(tiny_model, tmp_path / "auto", "--eval_before", "false", "--save_strategy", "no", precision=())
+    assert metrics["bf16"] == (torch.cuda.is_available() or cpu_has_bf16())
+    assert metrics["train_losses"] == pytest.approx(EXPECTED_LOSSES, abs=0.05)  # bf16 rounds, it does not diverge
 
 
 def test_every_trainable_parameter_changed(run, tiny_model):
@@ -192,11 +201,11 @@ def test_real_model_learns_the_task(tmp_path):
 @pytest.mark.gpu
 def test_gpu_run_uses_bf16_and_trl_fused_loss(tiny_model, tmp_path):
     """On CUDA the script needs no flag: bf16 by default, and TRL's own (Triton) loss path, not the CPU fallback."""
-    metrics = train(tiny_model, tmp_path / "gpu", "--eval_before", "false")
+    metrics = train(tiny_model, tmp_path / "gpu", "--eval_before", "false", precision=())
     assert metrics["memory_device"] == "cuda"
     assert len(metrics["train_losses"]) == 4 and all(math.isfinite(x) for x in metrics["train_losses"])
     args = torch.load(tmp_path / "gpu" / "training_args.bin", weights_only=False)
     assert args.bf16 and not args.use_cpu
-    # Only TRL's fused loss logs token accuracy; the CPU fallback (ftlab/trl_cpu.py) does not.
+    # Only TRL's fused loss logs entropy; the CPU path (ftlab/trl_cpu.py) logs token accuracy but not entropy.
     state = json.loads((tmp_path / "gpu" / "checkpoint-4" / "trainer_state.json").read_text())
-    assert any("mean_token_accuracy" in entry for entry in state["log_history"])
+    assert any("entropy" in entry for entry in state["log_history"])
