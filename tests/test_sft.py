@@ -22,7 +22,7 @@ SCRIPT = "02_sft/train.py"
 # (`--bf16 false`: the recorded numbers must not depend on whether the CPU has bf16).
 EXPECTED_LOSSES = [6.2376, 6.2516, 6.2079, 6.1843]
 # What `make test-slow` requires of the demo's training (exact match after; see test_real_model_learns_the_task).
-HANDWRITTEN_BAR, SYNTHETIC_BAR = 0.55, 0.55
+HANDWRITTEN_BAR, SYNTHETIC_BAR = 0.50, 0.50
 
 
 def train(model, out, *extra, precision=("--bf16", "false")):
@@ -184,7 +184,7 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tiny_model, tmp_path):
 def test_real_model_learns_the_task(tmp_path):
     """`make demo`'s training on the embedded SmolLM2 must hold the bar measured for it, on hand-written text.
 
-    The demo measured 63.7% exact on the 80 hand-written sentences and 67.5% on the synthetic eval split
+    The demo measured 57.5% exact on the 80 hand-written sentences and 60.0% on the synthetic eval split
     (02_sft/README.md); the bar leaves a margin for run-to-run noise of a few sentences. Eval-loss passes
     and checkpoints are off: they change no weight."""
     result = run_script(SCRIPT, "--config", "02_sft/config.yaml", "--output_dir", str(tmp_path / "real"),
