@@ -85,7 +85,7 @@ def format_scores(before: dict | None, after: dict) -> str:
             for label, scores in (("before", before), ("after", after)) if scores is not None]
     rows = [("valid JSON", lambda s: s["valid_json"]), ("exact match", lambda s: s["exact_match"])]
     rows += [(field, lambda s, f=field: s["fields"][f]) for field in FIELDS]
-    width, col = max(len(label) for label, _ in rows) + 2, 9
+    width, col = max(len(label) for label, _ in rows) + 2, 9 if before is not None else 13  # fits a set's name
     group = col * (2 if before is not None else 1)
     lines = [" " * width + "".join(f"{name:>{group}}" for name in sets),
              " " * width + "".join(f"{label:>{col}}" for _, label, _ in runs)]
