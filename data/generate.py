@@ -34,7 +34,7 @@ from pathlib import Path
 if __name__ == "__main__":  # run as a script: make the ftlab package (one folder up) importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ftlab.data import ERROR_KINDS
+from ftlab.data import ERROR_KINDS, as_sft
 from ftlab.metrics import score
 from ftlab.task import FIELDS, prompt_messages
 
@@ -1473,7 +1473,7 @@ def to_record(split: str, ex: Example) -> dict:
     """The JSON line for one example, in the format TRL reads for that kind of training."""
     answer = {"role": "assistant", "content": dumps(ex.target)}
     if split in ("sft_train", "sft_eval"):
-        return {"messages": prompt_messages(ex.text) + [answer]}
+        return as_sft(ex.text, ex.target)  # the same form ftlab.data gives the hand-written eval set
     if split == "preference":
         return {"prompt": prompt_messages(ex.text), "chosen": [answer],
                 "rejected": [{"role": "assistant", "content": ex.info["rejected"]}], "error": ex.info["error"]}
