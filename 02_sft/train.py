@@ -48,7 +48,8 @@ def main():
         from ftlab.startup import fail, parse_config, prepare_output_dir
     except ModuleNotFoundError as e:
         raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                         "`source .venv/bin/activate` (or run the script with .venv/bin/python)") from None
+                         "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)"
+                         ) from None
     import torch
     from trl import ModelConfig, SFTConfig
 

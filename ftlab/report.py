@@ -7,7 +7,6 @@ by side (`metrics.json`) and see what LoRA or 4-bit loading bought and what it c
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from pathlib import Path
 
@@ -28,10 +27,19 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def peak_memory() -> dict:
-    """Peak memory so far, in GiB: GPU tensors allocated on CUDA, else the process's resident set."""
+    """Peak memory so far, in GiB: GPU tensors allocated on CUDA, Metal's allocation on an Apple GPU, else
+    the process's peak resident set (weights, activations, optimizer and Python itself)."""
     if torch.cuda.is_available():
         return {"device": "cuda", "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-    # ru_maxrss is KiB on Linux, bytes on macOS; it covers weights, activations, optimizer and Python itself.
+    if torch.backends.mps.is_available():  # MPS keeps no peak counter: what Metal holds for us now, at the end
+        return {"device": "mps", "peak_gib": torch.mps.driver_allocated_memory() / 2**30}
+    if sys.platform == "win32":  # no `resource` module on Windows; psutil (an accelerate dependency) reads it
+        import psutil
+
+        return {"device": "cpu", "peak_gib": psutil.Process().memory_info().peak_wset / 2**30}
+    import resource
+
+    # ru_maxrss is KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {"device": "cpu", "peak_gib": rss / 2**30}
 
@@ -104,7 +112,7 @@ def summarize(output_dir: str, technique: str, before: dict | None, after: dict,
     }
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_predictions(out / "predictions.jsonl", eval_sets, questions, answers)
     plotted = save_loss_curve(log_history, out / "loss_curve.png")
 

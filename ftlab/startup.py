@@ -13,10 +13,18 @@ traceback from deep inside a library, and never a run that trains for minutes on
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
+
+# On an Apple GPU, an operation MPS lacks runs on the CPU instead of stopping the run (set before torch loads).
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+# A console or log file in a legacy encoding (Windows' cp1252) prints "?" for a name it cannot show, not a crash.
+for _stream in (sys.stdout, sys.stderr):
+    if hasattr(_stream, "reconfigure") and (_stream.encoding or "").lower().replace("-", "") != "utf8":
+        _stream.reconfigure(errors="replace")
 
 # ---- Known harmless messages, dropped where they are logged (matched by text); every other warning shows.
 # Filters on these loggers are set before the libraries are imported, so their first message is caught too.
@@ -27,6 +35,8 @@ HARMLESS = {
     "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward from kernels-community",
     # DeepSpeed (imported by accelerate) reports, as a warning, that a CPU machine has no GPU.
     "DeepSpeed": "Setting accelerator to CPU",
+    # Without Triton (any Mac, Windows) torch notes that its FLOP counter cannot see Triton kernels; we use none.
+    "torch.utils.flop_counter": "triton not found; flop counting will not work for triton kernels",
 }
 
 
@@ -50,25 +60,6 @@ class ConfigError(ValueError):
 def fail(message: str):
     """Stop the script with one line on stderr, exit status 1."""
     raise SystemExit(f"error: {message}")
-
-
-# ---- Precision from the hardware -----------------------------------------------------------------------
-def cpu_has_bf16() -> bool:
-    """True where the CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX): there bf16 autocast is ~1.4x fp32.
-
-    Elsewhere bf16 on a CPU is emulated and slower than fp32, so it is detected, not assumed."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID checks
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def default_precision() -> dict:
-    """bf16 mixed precision on a CUDA GPU or a bf16-capable CPU, fp32 otherwise; `use_cpu` without CUDA."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {"bf16": cuda or cpu_has_bf16(), "use_cpu": not cuda}
 
 
 # ---- Config: dataclass defaults <- YAML file <- flags, with every bad input a one-line error ---------------
@@ -98,8 +89,8 @@ def check_values(*configs) -> None:
                 raise ConfigError(f"--{name} {getattr(config, name)!r}: must be {want}")
 
 
-def read_yaml_mapping(path: str) -> None:
-    """Check that --config names a readable YAML mapping; a syntax error names its line and column."""
+def read_yaml_mapping(path: str) -> dict:
+    """The `key: value` pairs of --config's file; a missing file or a syntax error (with line and column) stops."""
     import yaml
 
     file = Path(path)
@@ -115,28 +106,57 @@ def read_yaml_mapping(path: str) -> None:
         raise ConfigError(f"--config {path}: cannot read it ({e})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"--config {path}: must hold `key: value` lines, not {type(config).__name__}")
+    return config
+
+
+def given(name: str, args: list[str], config: dict) -> bool:
+    """Whether the learner set `name` in the config file or as a flag (then no default of ours applies)."""
+    return name in config or any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
 
 def parse_config(*dataclass_types, args: list[str] | None = None):
     """Parse defaults <- `--config file.yaml` <- flags into instances of `dataclass_types`, or stop with `error:`.
 
-    Precision follows the hardware unless the file or a flag says otherwise (`--bf16 false`)."""
+    Device and precision follow the hardware (`ftlab.platforms.choose`) unless the file or a flag sets
+    `use_cpu`, `bf16` or `fp16`; setting one of bf16/fp16 turns our choice of the other off."""
     from trl import TrlParser
+
+    from ftlab.platforms import choose, detect, missing
 
     args = sys.argv[1:] if args is None else args
     parser = TrlParser(dataclass_types)
     known = {f.name for t in dataclass_types for f in fields(t)}
-    parser.set_defaults(**{k: v for k, v in default_precision().items() if k in known})
     try:
+        config = {}
         if "--config" in args:
             where = args.index("--config") + 1
             if where == len(args):
                 raise ConfigError("--config needs a file: --config path/to/config.yaml")
-            read_yaml_mapping(args[where])
+            config = read_yaml_mapping(args[where])
+        # A Linux-only package named by a key: say so before TrainingArguments tries to import it.
+        if given("deepspeed", args, config) and (problem := missing("deepspeed")):
+            raise ConfigError(problem)
+        if "use_cpu" in known:  # a script with TrainingArguments: pick its device and number format
+            use_cpu = given("use_cpu", args, config) and any(
+                getattr(c, "use_cpu", False) for c in parser.parse_args_and_config(args))
+            choice = choose(detect(), use_cpu=use_cpu)
+            defaults = choice.training_arguments()
+            if given("bf16", args, config) or given("fp16", args, config):
+                defaults.update(bf16=False, fp16=False)
+            parser.set_defaults(**defaults)
         parsed = parser.parse_args_and_config(args)
         check_values(*parsed)
     except (ConfigError, ValueError) as e:  # ValueError: unknown key, or a value a library's own check refuses
         fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    for training in (c for c in parsed if hasattr(c, "use_cpu")):
+        precision = "bf16 autocast" if training.bf16 else "fp16 autocast" if training.fp16 else "fp32"
+        why = choice.why if precision == choice.precision else "as configured"
+        print(f"device: {choice.device}, {precision} ({why}; --use_cpu true, --bf16 false, --fp16 true override)")
+        if getattr(training, "use_liger_kernel", False):
+            if problem := missing("liger_kernel"):
+                fail(problem)
+            if choice.device != "cuda":
+                fail(f"--use_liger_kernel: Liger's kernels run on NVIDIA GPUs only; this run trains on {choice.device}")
     return parsed
 
 

@@ -11,7 +11,9 @@ layer (576 x 49,152 weights in SmolLM2, a fifth of the model) runs only on the p
 loss. With completion-only loss that is the ~52 answer tokens of a ~200-token example, so the prompt's
 full-vocabulary logits, which the loss would multiply by zero, are never built. Measured on the 2-core
 CPU: a step of 8 examples in bf16 went from ~9.7 s to ~6.9 s. The loss is the same token-mean
-cross-entropy; the token accuracy and token count TRL logs are kept too. On a GPU nothing changes.
+cross-entropy; the token accuracy and token count TRL logs are kept too. On an NVIDIA GPU nothing
+changes. On a Mac, where Triton does not exist, this path is the one that works, on the CPU and on the
+Apple GPU (mps) alike.
 """
 
 from __future__ import annotations
@@ -67,9 +69,19 @@ def loss_on_labelled_tokens(model, inputs: dict, num_items_in_batch=None) -> tup
     return loss, accuracy
 
 
+def triton_runs_on(device: torch.device) -> bool:
+    """Whether TRL's Triton loss kernel can run here: an NVIDIA (or Intel) GPU, with Triton installed.
+
+    Not on a CPU, and not on a Mac at all: Triton has no macOS wheels, so there TRL's kernel is `None`
+    and its loss would fail on the CPU and on the Apple GPU (mps) alike; this module's loss runs on both."""
+    from trl.trainer import utils
+
+    return device.type in ("cuda", "xpu") and utils._ChunkedLogProbFunction is not None
+
+
 class SFTTrainer(TRLSFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.args.device.type != "cpu":
+        if triton_runs_on(self.args.device):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs or "labels" not in inputs or not hasattr(model, "get_decoder"):
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)

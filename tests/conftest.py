@@ -64,12 +64,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
-def run_script(script: str, *args: str, timeout: int = 600, threads: str | None = "1") -> subprocess.CompletedProcess:
+def run_script(script: str, *args: str, timeout: int = 600, threads: str | None = "1",
+               env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a technique's train.py as a learner would; return the finished process (output captured).
 
     One thread by default: tiny-model losses then match the recorded ones. threads=None keeps the
-    caller's setting (all cores unless OMP_NUM_THREADS says otherwise), for real-model runs."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    caller's setting (all cores unless OMP_NUM_THREADS says otherwise), for real-model runs. `env` adds
+    environment variables."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     if threads is not None:
         env["OMP_NUM_THREADS"] = threads
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, text=True,

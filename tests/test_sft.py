@@ -50,7 +50,7 @@ def test_losses_are_finite_and_match_the_recorded_run(run):
 
 def test_precision_follows_the_hardware_without_a_flag(tiny_model, tmp_path):
     """No --bf16 flag: bf16 autocast where the CPU has native bf16 (or on a GPU), fp32 elsewhere; same learning."""
-    from ftlab.startup import cpu_has_bf16
+    from ftlab.platforms import cpu_has_bf16
 
     metrics = train(tiny_model, tmp_path / "auto", "--eval_before", "false", "--save_strategy", "no", precision=())
     assert metrics["bf16"] == (torch.cuda.is_available() or cpu_has_bf16())
@@ -200,12 +200,13 @@ def test_real_model_learns_the_task(tmp_path):
 
 @pytest.mark.gpu
 def test_gpu_run_uses_bf16_and_trl_fused_loss(tiny_model, tmp_path):
-    """On CUDA the script needs no flag: bf16 by default, and TRL's own (Triton) loss path, not the CPU fallback."""
+    """On CUDA the script needs no flag: bf16 (fp16 before Ampere) by default, and TRL's own (Triton) loss path."""
     metrics = train(tiny_model, tmp_path / "gpu", "--eval_before", "false", precision=())
     assert metrics["memory_device"] == "cuda"
     assert len(metrics["train_losses"]) == 4 and all(math.isfinite(x) for x in metrics["train_losses"])
     args = torch.load(tmp_path / "gpu" / "training_args.bin", weights_only=False)
-    assert args.bf16 and not args.use_cpu
+    assert not args.use_cpu and (args.bf16, args.fp16) == ((True, False) if torch.cuda.is_bf16_supported()
+                                                           else (False, True))  # T4/V100: fp16 autocast
     # Only TRL's fused loss logs entropy; the CPU path (ftlab/trl_cpu.py) logs token accuracy but not entropy.
     state = json.loads((tmp_path / "gpu" / "checkpoint-4" / "trainer_state.json").read_text())
     assert any("entropy" in entry for entry in state["log_history"])

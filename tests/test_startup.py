@@ -1,12 +1,15 @@
 """ftlab.startup: every script's first lines. Bad input must end in one `error:` line, before any training."""
 
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 from trl import ModelConfig, SFTConfig
 
-from ftlab import startup
+from ftlab import platforms, startup
 
 
 @dataclass
@@ -37,16 +40,51 @@ def test_a_good_config_parses_and_flags_win(tmp_path):
     assert training.learning_rate == 3e-4 and training.max_steps == 9 and script.eval_samples == 40
 
 
-def test_precision_follows_the_hardware_unless_told(tmp_path, monkeypatch):
-    monkeypatch.setattr(startup, "cpu_has_bf16", lambda: True)
+def fake_hardware(monkeypatch, **kind):
+    monkeypatch.setattr(platforms, "detect", lambda: platforms.Hardware(**kind))
+
+
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+def test_precision_follows_the_hardware_unless_told(tmp_path, monkeypatch, capsys, cpu_bf16):
+    fake_hardware(monkeypatch, cpu_bf16=cpu_bf16)
     _, training, _ = parse("--output_dir", str(tmp_path))
-    assert training.bf16 is True
-    monkeypatch.setattr(startup, "cpu_has_bf16", lambda: False)
-    _, training, _ = parse("--output_dir", str(tmp_path))
-    import torch
-    assert training.bf16 == torch.cuda.is_available()
+    assert (training.use_cpu, training.bf16, training.fp16) == (True, cpu_bf16, False)
+    assert f"device: cpu, {'bf16 autocast' if cpu_bf16 else 'fp32'} (CPU with" in capsys.readouterr().out
     _, training, _ = parse("--output_dir", str(tmp_path), "--bf16", "false")
+    assert (training.bf16, training.fp16) == (False, False)
+    assert f"device: cpu, fp32 ({'as configured' if cpu_bf16 else 'CPU without'}" in capsys.readouterr().out
+
+
+def test_a_precision_key_in_the_file_also_wins(tmp_path, monkeypatch):
+    fake_hardware(monkeypatch, cpu_bf16=True)
+    config = tmp_path / "c.yaml"
+    config.write_text("bf16: false\n")
+    _, training, _ = parse("--config", str(config), "--output_dir", str(tmp_path / "o"))
     assert training.bf16 is False
+
+
+def test_use_cpu_keeps_a_gpu_machine_on_its_cpu(tmp_path, monkeypatch, capsys):
+    # An Apple GPU would get bf16 on mps; --use_cpu true moves the run, and precision follows the CPU instead.
+    fake_hardware(monkeypatch, mps=True, cpu_bf16=False)
+    _, training, _ = parse("--output_dir", str(tmp_path), "--use_cpu", "true")
+    assert (training.use_cpu, training.bf16) == (True, False)
+    assert "device: cpu, fp32" in capsys.readouterr().out
+
+
+def test_a_missing_linux_only_package_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(platforms, "installed", lambda module: False)
+    monkeypatch.setattr(platforms.sys, "platform", "darwin")
+    message = error_of("--output_dir", str(tmp_path), "--deepspeed", "configs/ds.json")
+    assert "DeepSpeed is not available on macOS" in message and "Instead: train without --deepspeed" in message
+    message = error_of("--output_dir", str(tmp_path), "--use_liger_kernel", "true")
+    assert "Liger Kernel is not available on macOS" in message
+
+
+def test_liger_is_refused_off_an_nvidia_gpu(tmp_path, monkeypatch):
+    fake_hardware(monkeypatch, cpu_bf16=True)
+    monkeypatch.setattr(platforms, "installed", lambda module: True)
+    assert "run on NVIDIA GPUs only; this run trains on cpu" in error_of(
+        "--output_dir", str(tmp_path), "--use_liger_kernel", "true")
 
 
 def test_missing_config_file(tmp_path):
@@ -117,3 +155,11 @@ def test_known_harmless_messages_are_dropped_and_others_kept(logger_name):
     finally:
         logger.removeHandler(handler)
     assert [r.getMessage() for r in seen] == ["a real problem"]
+
+
+def test_a_legacy_console_encoding_prints_instead_of_crashing():
+    # A Windows console or redirected log in cp1252 cannot encode every name in our data.
+    done = subprocess.run([sys.executable, "-c", "import ftlab.startup; print('Nguyễn Thị Ánh, Łódź')"],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("cp1252").strip() == "Nguy?n Th? Ánh, ?ód?"
