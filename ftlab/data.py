@@ -7,6 +7,7 @@ with its file and line number. Nothing is skipped.
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -189,3 +190,32 @@ def to_prompt_completion(example: dict) -> dict:
     """An sft record in TRL's conversational prompt-completion form, so loss falls on the answer only."""
     messages = example["messages"]
     return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+@dataclass
+class TaskData:
+    """What every lesson trains and scores on: training rows, named eval sets, and the forgetting probe."""
+
+    train: list[dict]
+    eval_sets: dict[str, list[dict]]  # "synthetic" (the generator's held-out shapes), "handwritten"
+    questions: list[dict]
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{len(rows)} {name}" for name, rows in self.eval_sets.items())
+        return f"data: {len(self.train)} train examples; eval: {sizes}; {len(self.questions)} general questions"
+
+
+def load_task(args) -> TaskData:
+    """Read the files named by a script's `TaskArguments` (defaults in data/); raise DataError on a bad line.
+
+    `--handwritten_file none` / `--probe_file none` skip a set; `--eval_samples N` keeps the first N synthetic
+    eval examples (generation is slow on a CPU: a fixed subset keeps before/after comparable)."""
+
+    def optional(path, default, kind):
+        return [] if path and path.lower() == "none" else read_jsonl(path or DATA_DIR / default, kind)
+
+    train = read_jsonl(args.train_file or DATA_DIR / "sft_train.jsonl", "sft")
+    synthetic = read_jsonl(args.eval_file or DATA_DIR / "sft_eval.jsonl", "sft")[: args.eval_samples or None]
+    handwritten = optional(args.handwritten_file, "handwritten_eval.jsonl", "handwritten")
+    questions = optional(args.probe_file, "general_probe.jsonl", "probe")
+    return TaskData(train, {"synthetic": synthetic, **({"handwritten": handwritten} if handwritten else {})}, questions)

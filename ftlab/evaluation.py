@@ -14,6 +14,7 @@ Greedy decoding (no sampling) makes before/after comparisons deterministic.
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -121,4 +122,16 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
                                                batch_size=batch_size)
     if questions:
         scores["probe"], answers["probe"] = ask(model, tokenizer, questions, batch_size=batch_size)
+    return scores, answers
+
+
+def score_task(label: str, model, tokenizer, data, args, training_args) -> tuple[dict, dict]:
+    """`evaluate_all` on a script's `TaskData` with its settings, and one line of results for the console."""
+    start = time.perf_counter()
+    scores, answers = evaluate_all(model, tokenizer, data.eval_sets, data.questions,
+                                   max_new_tokens=args.max_new_tokens,
+                                   batch_size=training_args.per_device_eval_batch_size, bf16=training_args.bf16)
+    print(f"{label}: exact match " + ", ".join(f"{scores[n]['exact_match']:.0%} {n}" for n in data.eval_sets)
+          + (f"; general questions {scores['probe']['correct']:.0%}" if data.questions else "")
+          + f" ({time.perf_counter() - start:.0f} s); first answer: {answers['synthetic'][0]!r}")
     return scores, answers

@@ -111,3 +111,23 @@ def convert_embedded(ref: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def load_causal_lm(model_args, device=None, **kwargs):
+    """(model, tokenizer) for a script's `ModelConfig`: resolved as above, in `model_args.dtype`, on `device`.
+
+    The model goes to the training device at once, so the "before" score runs where training will.
+    `kwargs` reach `from_pretrained` (e.g. `quantization_config`; a quantized model places itself)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(model_args.model_name_or_path)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model_args.attn_implementation,
+                                                 **kwargs)
+    if device is not None and "quantization_config" not in kwargs:
+        model = model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

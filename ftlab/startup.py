@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 # On an Apple GPU, an operation MPS lacks runs on the CPU instead of stopping the run (set before torch loads).
@@ -60,6 +60,24 @@ class ConfigError(ValueError):
 def fail(message: str):
     """Stop the script with one line on stderr, exit status 1."""
     raise SystemExit(f"error: {message}")
+
+
+# ---- The arguments every lesson script shares (each adds its own in a subclass) ---------------------------
+@dataclass
+class TaskArguments:
+    train_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_train.jsonl"})
+    eval_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_eval.jsonl"})
+    eval_samples: int = field(default=40, metadata={"help": "synthetic eval examples used (0 = all): eval loss + scores"})
+    handwritten_file: str | None = field(
+        default=None, metadata={"help": "hand-written eval set (text + answer); default data/handwritten_eval.jsonl, "
+                                        "'none' to skip"})
+    probe_file: str | None = field(
+        default=None, metadata={"help": "general questions asked before and after (forgetting probe); default "
+                                        "data/general_probe.jsonl, 'none' to skip"})
+    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
+    eval_before: bool = field(default=True, metadata={"help": "score the untrained model first"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
+    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
 
 
 # ---- Config: dataclass defaults <- YAML file <- flags, with every bad input a one-line error ---------------
