@@ -10,8 +10,8 @@ Run from the repository root, inside the project's environment (`make setup` cre
 
     python 02_sft/train.py --config 02_sft/config.yaml
     python 02_sft/train.py --config 02_sft/config.yaml --max_steps 4 --eval_samples 8   # a quick look
-    python 02_sft/train.py --config 02_sft/config.yaml --use_peft --lora_r 16 --learning_rate 5e-4 \
-        --output_dir runs/02_sft_lora                                                    # LoRA variant
+    python 02_sft/train.py --config 02_sft/config.yaml --use_peft --lora_r 16 --learning_rate 2e-3 \
+        --output_dir runs/02_sft_lora                      # LoRA variant (05_peft_lora teaches it properly)
     python 02_sft/train.py --config 02_sft/config.yaml --resume true                    # continue a run
     tensorboard --logdir runs/02_sft                                                    # watch it
 
@@ -22,7 +22,6 @@ metrics.json, predictions.jsonl, loss_curve.png and TensorBoard logs to --output
 """
 
 import sys
-import time
 from dataclasses import dataclass
 
 try:  # a learner who runs `python 02_sft/train.py` outside .venv gets one line, not a traceback
@@ -47,13 +46,12 @@ def main():
     # Device and precision follow the hardware (ftlab/platforms.py): bf16 where it multiplies bf16 natively.
     script_args, training_args, model_args = parse_config(ScriptArguments, SFTConfig, ModelConfig)
 
-    from datasets import Dataset
     from trl import get_peft_config
 
-    from ftlab.data import DataError, load_task, to_prompt_completion
+    from ftlab.data import DataError, load_task
     from ftlab.evaluation import score_task
     from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, summarize
+    from ftlab.report import count_parameters, summarize, timed_train
     from ftlab.trl_cpu import SFTTrainer  # TRL's SFTTrainer + a path for its Triton-only loss off NVIDIA GPUs
 
     prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
@@ -74,8 +72,7 @@ def main():
         data = load_task(script_args)
     except DataError as e:
         fail(e)
-    train_dataset = Dataset.from_list([to_prompt_completion(r) for r in data.train])
-    eval_dataset = Dataset.from_list([to_prompt_completion(r) for r in data.eval_sets["synthetic"]])
+    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
     print(data.describe())
     print("example prompt ->", data.train[0]["messages"][1]["content"])
     print("example answer ->", data.train[0]["messages"][2]["content"])
@@ -95,11 +92,7 @@ def main():
     )
     model = trainer.model  # with --use_peft, the PEFT wrapper around the base model
     parameters = count_parameters(model)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if script_args.resume else None)
-    train_seconds = time.perf_counter() - start
+    train_seconds = timed_train(trainer, resume=script_args.resume)
 
     # ---- 6. Evaluate, report, save -------------------------------------------------------------------
     after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)

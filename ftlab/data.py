@@ -200,6 +200,16 @@ class TaskData:
     eval_sets: dict[str, list[dict]]  # "synthetic" (the generator's held-out shapes), "handwritten"
     questions: list[dict]
 
+    def sft_datasets(self):
+        """(train, eval) as `datasets.Dataset`s of prompt/completion pairs, so the loss covers the answer only.
+
+        SmolLM2's chat template has no {% generation %} markers, so TRL's `assistant_only_loss` cannot find
+        the answer tokens; splitting each conversation into prompt and completion works with any template."""
+        from datasets import Dataset
+
+        return (Dataset.from_list([to_prompt_completion(r) for r in self.train]),
+                Dataset.from_list([to_prompt_completion(r) for r in self.eval_sets["synthetic"]]))
+
     def describe(self) -> str:
         sizes = ", ".join(f"{len(rows)} {name}" for name, rows in self.eval_sets.items())
         return f"data: {len(self.train)} train examples; eval: {sizes}; {len(self.questions)} general questions"

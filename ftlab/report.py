@@ -26,6 +26,23 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
+def timed_train(trainer, resume: bool = False) -> float:
+    """`trainer.train()` (from the last checkpoint in output_dir if `resume`); its wall time in seconds, with
+    the CUDA peak-memory counter reset first so `peak_memory` reports training, not loading or scoring."""
+    import time
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return time.perf_counter() - start
+
+
+def folder_megabytes(folder: Path, pattern: str = "*") -> float:
+    """Size on disk of the files in `folder` matching `pattern`, in MB (10^6 bytes)."""
+    return sum(f.stat().st_size for f in Path(folder).glob(pattern) if f.is_file()) / 1e6
+
+
 def peak_memory() -> dict:
     """Peak memory so far, in GiB: GPU tensors allocated on CUDA, Metal's allocation on an Apple GPU, else
     the process's peak resident set (weights, activations, optimizer and Python itself)."""

@@ -83,7 +83,11 @@ class SFTTrainer(TRLSFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if triton_runs_on(self.args.device):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if return_outputs or "labels" not in inputs or not hasattr(model, "get_decoder"):
+        prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+        if return_outputs or "labels" not in inputs or not hasattr(model, "get_decoder") or prompt_learning:
+            # (a soft prompt is added inside the PEFT model's own forward, which this path would skip)
+            if model.training and not return_outputs:
+                self._count_tokens(inputs)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         # Accelerate applies bf16 autocast by wrapping model.forward; this path calls the model's parts, so
         # it enters the same autocast itself (without it, a "bf16" run would quietly run in fp32).
@@ -91,11 +95,15 @@ class SFTTrainer(TRLSFTTrainer):
             loss, accuracy = loss_on_labelled_tokens(model, inputs, num_items_in_batch)
         mode = "train" if model.training else "eval"
         self._metrics[mode]["mean_token_accuracy"].append(accuracy.item())
-        if mode == "train":  # the count TRL keeps and logs as num_tokens: real (non-padding) tokens trained on
-            self._total_train_tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs \
-                else inputs["input_ids"].numel()
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        if mode == "train":
+            self._count_tokens(inputs)
         return loss
+
+    def _count_tokens(self, inputs):
+        """The count TRL keeps and logs as num_tokens: real (non-padding) tokens trained on."""
+        self._total_train_tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs \
+            else inputs["input_ids"].numel()
+        self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
 
     @property
     def tokens_seen(self) -> int:

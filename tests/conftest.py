@@ -25,8 +25,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(path: Path, seed: int = 0) -> Path:
-    """Write a ~100k-parameter Llama and its tokenizer to `path`; deterministic for a given seed."""
+def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32) -> Path:
+    """Write a ~100k-parameter Llama and its tokenizer to `path`; deterministic for a given seed.
+
+    `hidden=64` gives layers as wide as one bitsandbytes 4-bit block (64 weights), which its CPU path needs."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -47,7 +49,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
@@ -62,6 +64,12 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_64(tmp_path_factory) -> Path:
+    """The tiny Llama at width 64, for 4-bit tests."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-64"), hidden=64)
 
 
 def run_script(script: str, *args: str, timeout: int = 600, threads: str | None = "1",

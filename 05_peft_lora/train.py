@@ -1,0 +1,135 @@
+"""LoRA: freeze the model, train a low-rank correction beside each weight matrix, and keep only that.
+
+A weight update of a d x k matrix is learned as B @ A with B (d x r) and A (r x k), r small (16 here):
+for SmolLM2's 576 x 576 attention projections that is 18,432 numbers instead of 331,776. The base
+model is frozen, so it needs no gradients and no optimizer state (the Adam moments of full finetuning
+cost twice the model again), and it can even sit in bf16 because it is never updated. What is saved is
+the adapter alone, a few MB, which can be loaded onto the base at serving time or merged into it
+(W + B @ A * alpha / r) to serve one ordinary model with no extra latency.
+
+Run from the repository root inside the project's environment (`make setup`; `source .venv/bin/activate`):
+
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --lora_r 4 --output_dir runs/05_r4
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --lora_target_modules q_proj v_proj
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --use_dora true        # DoRA
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --init_lora_weights pissa_niter_4
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --peft_method prompt_tuning \
+        --learning_rate 3e-2                                         # a soft prompt instead of LoRA
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --resume true
+
+Every key of config.yaml is also a flag; flags win. Writes the adapter (adapter_model.safetensors), the
+merged model (merged/), metrics.json, predictions.jsonl and loss_curve.png to --output_dir.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:  # outside .venv: one line, not a traceback
+    from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+
+SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")
+
+
+@dataclass
+class ScriptArguments(TaskArguments):
+    peft_method: str = field(default="lora", metadata={
+        "help": "lora, or a soft prompt: prompt_tuning, prefix_tuning, p_tuning", "choices": ("lora", *SOFT_PROMPTS)})
+    init_lora_weights: str = field(default="true", metadata={
+        "help": "true (A random, B zero: starts as the base model), gaussian, pissa / pissa_niter_4 (A, B from the "
+                "weight's top singular vectors), olora (from a QR decomposition)"})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "soft prompts: learned vectors put before the input"})
+    save_merged: bool = field(default=True, metadata={"help": "also save base + adapter merged into one model"})
+
+
+def build_peft_config(script_args, model_args):
+    """LoRA (TRL's ModelConfig keys: lora_r, lora_alpha, ...) or one of the soft-prompt methods."""
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
+    from trl import get_peft_config
+
+    if script_args.peft_method == "lora":
+        config = get_peft_config(model_args)
+        init = script_args.init_lora_weights.lower()
+        config.init_lora_weights = {"true": True, "false": False}.get(init, init)
+        return config
+    soft = {"prompt_tuning": PromptTuningConfig, "prefix_tuning": PrefixTuningConfig, "p_tuning": PromptEncoderConfig}
+    return soft[script_args.peft_method](task_type=TaskType.CAUSAL_LM, num_virtual_tokens=script_args.num_virtual_tokens)
+
+
+def main():
+    import torch
+    from trl import ModelConfig, SFTConfig
+
+    # ---- 1. Config ---------------------------------------------------------------------------------------
+    script_args, training_args, model_args = parse_config(ScriptArguments, SFTConfig, ModelConfig)
+    if not model_args.use_peft:
+        fail("05_peft_lora trains an adapter: use_peft must be true (full finetuning is 02_sft)")
+
+    from peft import get_peft_model
+
+    from ftlab.data import DataError, load_task
+    from ftlab.evaluation import score_task
+    from ftlab.models import ModelNotFound, load_causal_lm
+    from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
+    from ftlab.trl_cpu import SFTTrainer
+
+    out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
+                             resume=script_args.resume)
+    torch.manual_seed(training_args.seed)  # the adapters' random init
+
+    # ---- 2. Model, then the adapter around it ------------------------------------------------------------
+    try:
+        model, tokenizer = load_causal_lm(model_args, training_args.device)
+        data = load_task(script_args)
+    except (ModelNotFound, DataError) as e:
+        fail(e)
+    peft_config = build_peft_config(script_args, model_args)
+    model = get_peft_model(model, peft_config)  # freezes the base; only the adapter's tensors train
+    trainable, total = count_parameters(model)
+    print(f"{script_args.peft_method}: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
+    # PiSSA and OLoRA start from the weights' own structure and change the base to match: keep the start,
+    # so the saved adapter can be converted into a plain LoRA adapter for the untouched base.
+    initial, active = None, model.peft_config["default"]
+    if isinstance(getattr(active, "init_lora_weights", None), str):
+        initial = out / "initial_adapter"
+        if not script_args.resume:  # saved as PEFT's docs show: with the flag that marks it a plain start
+            active.init_lora_weights, init = True, active.init_lora_weights
+            model.save_pretrained(initial)
+            active.init_lora_weights = init
+
+    # ---- 3. Data, and the score before training (the adapter starts as a no-op: this is the base model) ---
+    print(data.describe())
+    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
+    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
+                              if script_args.eval_before else (None, None))
+
+    # ---- 4. Train ------------------------------------------------------------------------------------------
+    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+                         processing_class=tokenizer)
+    train_seconds = timed_train(trainer, resume=script_args.resume)
+
+    # ---- 5. Evaluate, then save the adapter alone and the merged model ---------------------------------
+    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
+    model.save_pretrained(out, path_initial_model_for_weight_conversion=initial)  # adapter_model.safetensors
+    tokenizer.save_pretrained(out)
+    adapter_mb = folder_megabytes(out, "adapter_model.*")
+    print(f"adapter: {adapter_mb:.1f} MB in {out} (load it onto the base with PeftModel.from_pretrained)")
+    if script_args.save_merged and script_args.peft_method == "lora":
+        merged = model.merge_and_unload()  # W + B @ A * alpha / r, adapter layers removed: a plain model again
+        merged.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+        print(f"merged model: {folder_megabytes(out / 'merged', '*.safetensors'):.0f} MB in {out / 'merged'}")
+    summarize(out, f"05_peft_lora ({script_args.peft_method})", before, after, train_seconds=train_seconds,
+              parameters=(trainable, total), log_history=trainer.state.log_history, eval_sets=data.eval_sets,
+              questions=data.questions, answers={"before": before_answers, "after": after_answers},
+              tokens_seen=None if script_args.resume else trainer.tokens_seen,
+              extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2), "peft_method":
+                     script_args.peft_method, "lora_r": model_args.lora_r if script_args.peft_method == "lora" else None})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The same LoRA job as train.py, through Unsloth: its model loader, its adapter setup, TRL's trainer.
+
+Unsloth rewrites the model's hot paths for NVIDIA GPUs: hand-written Triton kernels for the LoRA
+matmuls, RoPE, RMSNorm and the cross-entropy (which never builds the full-vocabulary logits), and its own
+gradient checkpointing that parks activations in CPU memory. The lesson here is that the *recipe* does
+not change: the same data, rank, alpha, targets and learning rate go in, an adapter comes out. What
+changes is speed and memory on a GPU (see README.md). Without a GPU, Unsloth falls back to plain
+transformers + PEFT on the CPU (it says so when imported), so this script also runs on a laptop.
+
+Unsloth must be imported before transformers and TRL, so that its patches are in place when they load.
+It is installed on Linux only (it needs Triton); elsewhere this script says so in one line.
+
+    python 05_peft_lora/train_unsloth.py --config 05_peft_lora/config.yaml --output_dir runs/05_unsloth
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:
+    from ftlab.platforms import missing
+    from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+
+
+@dataclass
+class ScriptArguments(TaskArguments):
+    # train.py's keys that mean the same here are accepted; these are the ones Unsloth cannot take.
+    peft_method: str = field(default="lora", metadata={"help": "Unsloth trains LoRA only"})
+    init_lora_weights: str = field(default="true", metadata={"help": "Unsloth: true only"})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "unused (soft prompts are train.py only)"})
+    save_merged: bool = field(default=True, metadata={"help": "also save base + adapter merged into one model"})
+
+
+def logged_tokens(log_history: list[dict]) -> int | None:
+    """The non-padding tokens trained on, as TRL last logged them (`num_tokens`)."""
+    return max((int(entry["num_tokens"]) for entry in log_history if "num_tokens" in entry), default=None)
+
+
+def main():
+    if problem := missing("unsloth"):
+        fail(problem.replace("run the PEFT version of the same lesson", "run 05_peft_lora/train.py"))
+    import torch
+    import unsloth  # noqa: F401  (first: it patches transformers and TRL as they load)
+    from trl import ModelConfig, SFTConfig, SFTTrainer
+    from unsloth import FastLanguageModel
+
+    # ---- 1. Config: the same file as train.py ---------------------------------------------------------
+    script_args, training_args, model_args = parse_config(ScriptArguments, SFTConfig, ModelConfig)
+    if script_args.peft_method != "lora" or script_args.init_lora_weights.lower() != "true" or model_args.use_dora:
+        fail("train_unsloth.py trains plain LoRA: soft prompts, PiSSA/OLoRA and DoRA are in train.py")
+
+
+    from ftlab.data import DataError, load_task
+    from ftlab.evaluation import score_task
+    from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
+
+    out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
+                             resume=script_args.resume)
+
+    # ---- 2. Model and adapter, Unsloth's way ------------------------------------------------------------
+    try:
+        path = resolve_model(model_args.model_name_or_path)
+        data = load_task(script_args)
+    except (ModelNotFound, DataError) as e:
+        fail(e)
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=path, max_seq_length=training_args.max_length, load_in_4bit=False,  # 4-bit: 06_qlora
+        dtype=getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else None)
+    targets = model_args.lora_target_modules
+    model = FastLanguageModel.get_peft_model(
+        model, r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+        target_modules=targets if isinstance(targets, str) or targets is None else list(targets),
+        use_rslora=model_args.use_rslora, random_state=training_args.seed,
+        use_gradient_checkpointing="unsloth" if training_args.gradient_checkpointing else False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainable, total = count_parameters(model)
+    print(f"unsloth lora: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
+
+    # ---- 3. Data and the score before training ------------------------------------------------------------
+    print(data.describe())
+    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
+    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
+                              if script_args.eval_before else (None, None))
+
+    # ---- 4. Train with TRL's own SFTTrainer (Unsloth has patched what it needs) -----------------------------
+    trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+                         processing_class=tokenizer)
+    train_seconds = timed_train(trainer, resume=script_args.resume)
+
+    # ---- 5. Evaluate and save: the adapter, and (Unsloth's helper) the merged model ---------------------------
+    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    adapter_mb = folder_megabytes(out, "adapter_model.*")
+    if script_args.save_merged:
+        model.save_pretrained_merged(str(out / "merged"), tokenizer, save_method="merged_16bit")
+    summarize(out, "05_peft_lora (Unsloth LoRA)", before, after, train_seconds=train_seconds,
+              parameters=(trainable, total), log_history=trainer.state.log_history, eval_sets=data.eval_sets,
+              questions=data.questions, answers={"before": before_answers, "after": after_answers},
+              tokens_seen=None if script_args.resume else logged_tokens(trainer.state.log_history), extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2),
+                                       "peft_method": "lora (unsloth)", "lora_r": model_args.lora_r})
+
+
+if __name__ == "__main__":
+    main()
