@@ -110,7 +110,7 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
     On a CPU, generation runs on a copy of the model (the trained weights stay as they are) set up for
     it: in bf16 when `bf16` (on a bf16-capable CPU that halves the time; autocast, which re-casts every
     weight at every new token, was slower than fp32), with a LoRA adapter merged into the copy's weights
-    (unmerged, every layer runs two extra small matmuls per token: scoring took 135 s instead of ~70 s),
+    (unmerged, every layer runs two extra small matmuls per token: scoring took 135 s instead of 69 s),
     and with plain ("eager") attention, which on a CPU was ~1.3x faster than PyTorch's fused attention
     for one new token at a time against a cache."""
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)

@@ -90,7 +90,8 @@ def test_the_trap_an_eval_forward_first_stops_gradients(tiny_model_64):
     model.eval()
     with torch.no_grad():
         model(input_ids=torch.randint(0, 400, (1, 8)))
-    lost = without_gradient(lora_gradients(model))
+    with pytest.warns(UserWarning, match="gemv_4bit: an autograd kernel was not registered"):
+        lost = without_gradient(lora_gradients(model))  # torch's own warning names the cause
     assert any(".layers.0." in name for name in lost), lost  # the bottom layer's adapters would never train
 
 
