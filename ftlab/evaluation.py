@@ -21,6 +21,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ftlab.data import gold_of
 from ftlab.metrics import probe_score, score
+from ftlab.models import has_soft_prompt
 
 
 class StopWhenNotJSON(StoppingCriteria):
@@ -57,7 +58,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     the rows continue from there. Each row is then [prefix][padding][its own text], the padding masked out."""
     was_training = model.training
     model.eval()
-    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+    if has_soft_prompt(model):
         min_shared = 10**9  # a soft prompt sits before the text (or in the cache): no shared prefix to reuse
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]  # the chat template wrote the special tokens
@@ -116,7 +117,7 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
     if model.device.type == "cpu" and not quantized:  # (a 4/8-bit model is scored as it is: it cannot be recast)
         model = copy.deepcopy(model)
-        if hasattr(model, "merge_and_unload") and not model.active_peft_config.is_prompt_learning:
+        if hasattr(model, "merge_and_unload") and not has_soft_prompt(model):
             model = model.merge_and_unload()  # LoRA folded into the copy's weights: same function, no extra matmuls
         model = model.to(torch.bfloat16 if bf16 else model.dtype)
         model.set_attn_implementation("eager")

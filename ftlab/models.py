@@ -131,3 +131,9 @@ def load_causal_lm(model_args, device=None, **kwargs):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def has_soft_prompt(model) -> bool:
+    """Whether `model` is a PEFT model with a soft prompt (prompt/prefix/p-tuning): learned vectors that its own
+    forward adds before the text, so code that calls the model's parts, or reuses a prompt's cache, must not."""
+    return getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)

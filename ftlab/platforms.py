@@ -58,6 +58,11 @@ def detect() -> Hardware:
                     cuda_name=torch.cuda.get_device_name() if cuda else "", mps=mps, cpu_bf16=cpu_has_bf16())
 
 
+def precision_name(bf16: bool, fp16: bool) -> str:
+    """How a run with these `TrainingArguments` flags computes: "bf16 autocast", "fp16 autocast" or "fp32"."""
+    return "bf16 autocast" if bf16 else "fp16 autocast" if fp16 else "fp32"
+
+
 @dataclass(frozen=True)
 class Choice:
     device: str  # "cuda", "mps" or "cpu"
@@ -67,7 +72,7 @@ class Choice:
 
     @property
     def precision(self) -> str:
-        return "bf16 autocast" if self.bf16 else "fp16 autocast" if self.fp16 else "fp32"
+        return precision_name(self.bf16, self.fp16)
 
     def training_arguments(self) -> dict:
         """The `TrainingArguments` keys that carry this choice (transformers picks cuda, then mps, unless use_cpu)."""

@@ -139,7 +139,7 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
     `use_cpu`, `bf16` or `fp16`; setting one of bf16/fp16 turns our choice of the other off."""
     from trl import TrlParser
 
-    from ftlab.platforms import choose, detect, missing
+    from ftlab.platforms import choose, detect, missing, precision_name
 
     args = sys.argv[1:] if args is None else args
     parser = TrlParser(dataclass_types)
@@ -167,7 +167,7 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
     except (ConfigError, ValueError) as e:  # ValueError: unknown key, or a value a library's own check refuses
         fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     for training in (c for c in parsed if hasattr(c, "use_cpu")):
-        precision = "bf16 autocast" if training.bf16 else "fp16 autocast" if training.fp16 else "fp32"
+        precision = precision_name(training.bf16, training.fp16)
         why = choice.why if precision == choice.precision else "as configured"
         print(f"device: {choice.device}, {precision} ({why}; --use_cpu true, --bf16 false, --fp16 true override)")
         if getattr(training, "use_liger_kernel", False):

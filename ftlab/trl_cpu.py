@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from transformers import Trainer
 from trl import SFTTrainer as TRLSFTTrainer
 
+from ftlab.models import has_soft_prompt
+
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> int:
     """How many leading tokens all rows have in common: here the system prompt and chat header, ~90 tokens."""
@@ -83,8 +85,7 @@ class SFTTrainer(TRLSFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if triton_runs_on(self.args.device):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
-        if return_outputs or "labels" not in inputs or not hasattr(model, "get_decoder") or prompt_learning:
+        if return_outputs or "labels" not in inputs or not hasattr(model, "get_decoder") or has_soft_prompt(model):
             # (a soft prompt is added inside the PEFT model's own forward, which this path would skip)
             if model.training and not return_outputs:
                 self._count_tokens(inputs)
