@@ -10,6 +10,9 @@ transformers + PEFT on the CPU (it says so when imported), so this script also r
 Unsloth must be imported before transformers and TRL, so that its patches are in place when they load.
 It is installed on Linux only (it needs Triton); elsewhere this script says so in one line.
 
+The same script trains QLoRA when the config says `load_in_4bit: true` (06_qlora/train_unsloth.py runs it
+with 06's config): Unsloth then loads the base through bitsandbytes in NF4, as 06_qlora/train.py does.
+
     python 05_peft_lora/train_unsloth.py --config 05_peft_lora/config.yaml --output_dir runs/05_unsloth
 """
 
@@ -31,6 +34,8 @@ class ScriptArguments(TaskArguments):
     init_lora_weights: str = field(default="true", metadata={"help": "Unsloth: true only"})
     num_virtual_tokens: int = field(default=20, metadata={"help": "unused (soft prompts are train.py only)"})
     save_merged: bool = field(default=True, metadata={"help": "also save base + adapter merged into one model"})
+    gpu_optim: str | None = field(default=None, metadata={
+        "help": "optimizer on a CUDA GPU, in place of `optim` (06's config: paged 8-bit AdamW, which needs CUDA)"})
 
 
 def logged_tokens(log_history: list[dict]) -> int | None:
@@ -43,6 +48,7 @@ def main():
         fail(problem.replace("run the PEFT version of the same lesson", "run 05_peft_lora/train.py"))
     import torch
     import unsloth  # noqa: F401  (first: it patches transformers and TRL as they load)
+    from transformers.training_args import OptimizerNames
     from trl import ModelConfig, SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel
 
@@ -51,24 +57,41 @@ def main():
     if script_args.peft_method != "lora" or script_args.init_lora_weights.lower() != "true" or model_args.use_dora:
         fail("train_unsloth.py trains plain LoRA: soft prompts, PiSSA/OLoRA and DoRA are in train.py")
 
-
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.models import ModelNotFound, load_causal_lm, resolve_model
     from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
 
+    four_bit_on_cpu = model_args.load_in_4bit and training_args.device.type == "cpu"
+    if four_bit_on_cpu and training_args.eval_strategy != "no":
+        fail("--eval_strategy: on a CPU an eval pass repacks 4-bit weights and training after it loses gradients "
+             "(06_qlora/train.py, step 3); use --eval_strategy no")
     out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
                              resume=script_args.resume)
+    if script_args.gpu_optim and training_args.device.type == "cuda":
+        training_args.optim = OptimizerNames(script_args.gpu_optim)
 
-    # ---- 2. Model and adapter, Unsloth's way ------------------------------------------------------------
+    # ---- 2. The model, Unsloth's way (in NF4 when load_in_4bit: QLoRA), scored before any adapter ----------
     try:
         path = resolve_model(model_args.model_name_or_path)
         data = load_task(script_args)
     except (ModelNotFound, DataError) as e:
         fail(e)
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path, max_seq_length=training_args.max_length, load_in_4bit=False,  # 4-bit: 06_qlora
-        dtype=getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else None)
+
+    def load():
+        return FastLanguageModel.from_pretrained(
+            model_name=path, max_seq_length=training_args.max_length, load_in_4bit=model_args.load_in_4bit,
+            dtype=getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else None)
+
+    model, tokenizer = load()
+    print(data.describe())
+    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
+                              if script_args.eval_before else (None, None))
+    if four_bit_on_cpu and script_args.eval_before:  # the 4-bit eval-mode trap (06_qlora/train.py, step 3)
+        del model
+        model, tokenizer = load()
+
+    # ---- 3. The adapter ---------------------------------------------------------------------------------
     targets = model_args.lora_target_modules
     model = FastLanguageModel.get_peft_model(
         model, r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
@@ -77,16 +100,13 @@ def main():
         use_gradient_checkpointing="unsloth" if training_args.gradient_checkpointing else False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    method = "qlora" if model_args.load_in_4bit else "lora"
     trainable, total = count_parameters(model)
-    print(f"unsloth lora: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
-
-    # ---- 3. Data and the score before training ------------------------------------------------------------
-    print(data.describe())
-    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
+    print(f"unsloth {method}: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%}); "
+          f"optimizer: {training_args.optim.value}")
 
     # ---- 4. Train with TRL's own SFTTrainer (Unsloth has patched what it needs) -----------------------------
+    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
                          processing_class=tokenizer)
@@ -97,13 +117,24 @@ def main():
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     adapter_mb = folder_megabytes(out, "adapter_model.*")
-    if script_args.save_merged:
+    if script_args.save_merged and four_bit_on_cpu:
+        # Unsloth's CPU fallback cannot merge into a 4-bit model ("not supported on CPU yet"): do what
+        # 06_qlora/train.py does, and merge the saved adapter into a 16-bit reload of the base with PEFT.
+        from peft import PeftModel
+
+        base, _ = load_causal_lm(model_args)
+        PeftModel.from_pretrained(base, out).merge_and_unload().save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+    elif script_args.save_merged:
+        # merged_16bit: on a 4-bit base Unsloth merges into 16-bit weights, not into the rounded 4-bit ones
         model.save_pretrained_merged(str(out / "merged"), tokenizer, save_method="merged_16bit")
-    summarize(out, "05_peft_lora (Unsloth LoRA)", before, after, train_seconds=train_seconds,
+    folder = "06_qlora (Unsloth QLoRA)" if model_args.load_in_4bit else "05_peft_lora (Unsloth LoRA)"
+    summarize(out, folder, before, after, train_seconds=train_seconds,
               parameters=(trainable, total), log_history=trainer.state.log_history, eval_sets=data.eval_sets,
               questions=data.questions, answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else logged_tokens(trainer.state.log_history), extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2),
-                                       "peft_method": "lora (unsloth)", "lora_r": model_args.lora_r})
+              tokens_seen=None if script_args.resume else logged_tokens(trainer.state.log_history),
+              extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2), "lora_r": model_args.lora_r,
+                     "peft_method": f"{method} (unsloth)", "optimizer": training_args.optim.value})
 
 
 if __name__ == "__main__":

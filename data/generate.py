@@ -38,7 +38,8 @@ from ftlab.data import ERROR_KINDS, as_sft
 from ftlab.metrics import score
 from ftlab.task import FIELDS, prompt_messages
 
-DEFAULT_SIZES = {"sft_train": 2000, "sft_eval": 100, "preference": 400, "rl_prompts": 300}
+DEFAULT_SIZES = {"sft_train": 2000, "sft_eval": 100, "preference": 400, "rl_prompts": 300,
+                 "prose_train": 3000, "prose_eval": 200}
 P_MISSING = 0.22  # each field but the name is left out this often (the same in every frame)
 P_ONLY_NAME = 0.03  # and sometimes the text says nothing but the name: ~25% null per field in all
 P_OBFUSCATED = 0.08  # "ana dot ruiz at gmail dot com"
@@ -1449,8 +1450,62 @@ def make_preference(rng, n: int, avoid: set) -> list[Example]:
     return examples
 
 
+# ====================================================================================================
+# 11. Prose for continued pre-training (01_full_finetuning): plain paragraphs about the same world, with no
+# prompt, no JSON and no chat template. People, cities, dates and e-mail addresses are drawn as above (the
+# eval paragraphs from eval's own names and held-out cities), in the many ways this file writes them. A
+# model that reads this gets used to how such facts are written: that is all continued pre-training can
+# give the task, since it never shows the task itself.
+# ====================================================================================================
+PROSE = {
+    "born": ["{name} was born in {birth_place} in {birth_year}.", "{name} was born on {birthday}.",
+             "Born in {birth_place}, {name} grew up there and left at eighteen.",
+             "{name} comes from {birth_place}, where {her} parents still live."],
+    "age": ["{She} is {age} years old.", "{She} turned {age} this year.", "At {age}, {she} has seen a lot of change.",
+            "{She} is now {age_words}."],
+    "city": ["Today {she} lives in {city}.", "In {move_year} {she} moved to {city}.",
+             "{Her} home is in {city}, a place {she} chose for the work.", "{She} has lived in {city} for {n} years."],
+    "job": ["{She} works as {a_job}.", "By trade {she} is {a_job}.", "{She} spent {n} years as {a_job}."],
+    "email": ["{Her} e-mail address is {email}.", "Friends write to {her} at {email}.",
+              "{She} answers mail sent to {email}.", "The club keeps {email} as {her} contact address."],
+    "signup": ["{She} joined the service on {date}.", "{Her} account was opened on {date}.",
+               "On {date} {she} signed up, and {she} has used it ever since."],
+    "relative": ["{Her} {relative}, {other}, lives in {other_city}.", "{She} often visits {her} {relative} in {other_city}.",
+                 "{Her} {relative} {other} is {other_age}."],
+    "place": ["{city0} lies in {country}.", "{city0} is a city in {country}.", "Many people in {city0} work in services."],
+}
+
+
+def make_prose(rng, split: str) -> str:
+    """One paragraph about one person: their facts in random order, with a relative and a line about a place."""
+    p = make_person(rng, split)
+    age = p.age or rng.randint(18, 90)
+    city = p.city or rng.choice(CITY_POOL["eval_only" if split == "eval" else "train"])
+    draft = Draft(rng, split, p)
+    job, relative = rng.choice(JOBS), rng.choice(RELATIVES)
+    gender = "female" if relative in FEMALE_RELATIVES else "male" if relative in MALE_RELATIVES else None
+    birthday = random_date(rng, date(TODAY.year - age - 1, TODAY.month, 2), date(TODAY.year - age, TODAY.month, 1))
+    values = {
+        "name": p.name, "She": "She" if p.she else "He", "she": "she" if p.she else "he",
+        "Her": "Her" if p.she else "His", "her": "her" if p.she else "his", "age": str(age),
+        "age_words": age_in_words(age) if age < 100 else str(age), "city": write_city(rng, city)[1],
+        "city0": city.name, "country": city.country, "birth_place": draft.other_city(),
+        "birth_year": str(birthday.year), "move_year": str(rng.randint(TODAY.year - 20, TODAY.year - 1)),
+        "birthday": write_date(rng, birthday)[1],
+        "a_job": ("an " if job[0] in "aeiou" else "a ") + job, "n": str(rng.randint(2, 15)),
+        "email": p.email or make_email(rng, p.given, p.family),
+        "date": write_date(rng, p.signup or random_date(rng, FIRST_SIGNUP, LAST_SIGNUP))[1],
+        "relative": relative, "other": f"{draft.other_given(gender)} {draft.other_name().split()[-1]}",
+        "other_city": draft.other_city(),
+        "other_age": str(rng.randint(18, 90)),
+    }
+    topics = ["born", "age", "city", "job", "email", "signup", "relative"]
+    chosen = ["born"] + rng.sample(topics[1:], rng.randint(3, 6)) + (["place"] if rng.random() < 0.5 else [])
+    return " ".join(SLOT.sub(lambda m: values[m[1]], rng.choice(PROSE[topic])) for topic in chosen)
+
+
 def build(seed: int = 0, sizes: dict | None = None) -> dict[str, list[Example]]:
-    """All four splits. Each has its own random stream, so resizing one split leaves the others alone."""
+    """All six splits. Each has its own random stream, so resizing one split leaves the others alone."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
 
     def stream(name):
@@ -1464,13 +1519,19 @@ def build(seed: int = 0, sizes: dict | None = None) -> dict[str, list[Example]]:
         "preference": make_preference(stream("preference"), sizes["preference"], train_texts),
         "rl_prompts": make_examples(stream("rl_prompts"), "train", sizes["rl_prompts"], train_texts),
     }
+    prose_rng = stream("prose_train")
+    built["prose_train"] = [make_prose(prose_rng, "train") for _ in range(sizes["prose_train"])]
+    prose_rng = stream("prose_eval")
+    built["prose_eval"] = [make_prose(prose_rng, "eval") for _ in range(sizes["prose_eval"])]
     assert not train_texts & {ex.text for ex in built["sft_eval"]}, "eval shares a text with train"
     assert not train_texts & {ex.text for ex in built["rl_prompts"]}, "an RL prompt copies a train text"
     return built
 
 
-def to_record(split: str, ex: Example) -> dict:
+def to_record(split: str, ex: Example | str) -> dict:
     """The JSON line for one example, in the format TRL reads for that kind of training."""
+    if split.startswith("prose"):
+        return {"text": ex}  # plain text: what causal-LM (continued pre-training) datasets hold
     answer = {"role": "assistant", "content": dumps(ex.target)}
     if split in ("sft_train", "sft_eval"):
         return as_sft(ex.text, ex.target)  # the same form ftlab.data gives the hand-written eval set
@@ -1485,7 +1546,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     for flag, split in (("--train", "sft_train"), ("--eval", "sft_eval"), ("--preference", "preference"),
-                        ("--rl", "rl_prompts")):
+                        ("--rl", "rl_prompts"),
+                        ("--prose", "prose_train"), ("--prose-eval", "prose_eval")):
         parser.add_argument(flag, type=int, default=DEFAULT_SIZES[split], dest=split,
                             help=f"lines in {split}.jsonl (default {DEFAULT_SIZES[split]})")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from ftlab.task import FIELDS, prompt_messages
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 SPLITS = {"sft_train": "sft", "sft_eval": "sft", "preference": "preference", "rl_prompts": "rl",
-          "handwritten_eval": "handwritten", "general_probe": "probe"}
+          "handwritten_eval": "handwritten", "general_probe": "probe", "prose_train": "text", "prose_eval": "text"}
 
 # The wrong answers in preference.jsonl, one per kind of mistake a base model makes.
 ERROR_KINDS = ("prose", "markdown_fence", "missing_key", "wrong_type", "unnormalised_date", "yaml",
@@ -26,7 +26,7 @@ ERROR_KINDS = ("prose", "markdown_fence", "missing_key", "wrong_type", "unnormal
 # what a person wrote: a text and its answer (read back in sft form, with the prompt of ftlab.task), and
 # general questions with their accepted answers (the forgetting probe).
 KEYS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected", "error"), "rl": ("prompt", "answer"),
-        "handwritten": ("text", "answer"), "probe": ("question", "answers")}
+        "handwritten": ("text", "answer"), "probe": ("question", "answers"), "text": ("text",)}
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -98,9 +98,11 @@ def check_record(record, kind: str) -> None:
     extra = sorted(set(record) - set(KEYS[kind]))
     if extra:
         raise ValueError(f"unexpected keys {extra}")
-    if kind == "handwritten":
+    if kind in ("handwritten", "text"):  # plain text (for continued pre-training), or a text and its answer
         if not isinstance(record["text"], str) or not record["text"].strip():
             raise ValueError("text must be a non-empty string")
+        if kind == "text":
+            return
         if not isinstance(record["answer"], dict):
             raise TypeError("answer must be a JSON object")
         check_target(json.dumps(record["answer"], ensure_ascii=False))

@@ -17,10 +17,11 @@ from ftlab.metrics import format_scores
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts. For 4-bit weights each stored element holds two values."""
+    """(trainable, total) parameter counts. For 4-bit weights each stored element holds two values; under
+    DeepSpeed ZeRO-3 a process holds only a shard of each weight, and `ds_numel` is the whole weight's size."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel() * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
+        n = getattr(p, "ds_numel", p.numel()) * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
@@ -28,11 +29,10 @@ def count_parameters(model) -> tuple[int, int]:
 
 def timed_train(trainer, resume: bool = False) -> float:
     """`trainer.train()` (from the last checkpoint in output_dir if `resume`); its wall time in seconds, with
-    the CUDA peak-memory counter reset first so `peak_memory` reports training, not loading or scoring."""
+    the peak-memory counter reset first so `peak_memory` reports training onwards, not loading or scoring."""
     import time
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory()
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if resume else None)
     return time.perf_counter() - start
@@ -43,13 +43,34 @@ def folder_megabytes(folder: Path, pattern: str = "*") -> float:
     return sum(f.stat().st_size for f in Path(folder).glob(pattern) if f.is_file()) / 1e6
 
 
+# Linux keeps a process's peak resident set as VmHWM in /proc/self/status, and resets it to the current size
+# when "5" is written to /proc/self/clear_refs: the CPU's counterpart of torch.cuda.reset_peak_memory_stats.
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory() -> None:
+    """Start the peak-memory counter again from what is held now (CUDA; the CPU on Linux; elsewhere a no-op)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    elif PROC_CLEAR_REFS.exists():
+        try:
+            PROC_CLEAR_REFS.write_text("5")
+        except OSError:  # a kernel or sandbox that refuses it: the peak then counts from the process start
+            pass
+
+
 def peak_memory() -> dict:
-    """Peak memory so far, in GiB: GPU tensors allocated on CUDA, Metal's allocation on an Apple GPU, else
-    the process's peak resident set (weights, activations, optimizer and Python itself)."""
+    """Peak memory since the last reset (see `timed_train`), in GiB: GPU tensors allocated on CUDA, Metal's
+    allocation on an Apple GPU, else the process's peak resident set (weights, activations, optimizer and
+    Python itself; on macOS and Windows since the process started)."""
     if torch.cuda.is_available():
         return {"device": "cuda", "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
     if torch.backends.mps.is_available():  # MPS keeps no peak counter: what Metal holds for us now, at the end
         return {"device": "mps", "peak_gib": torch.mps.driver_allocated_memory() / 2**30}
+    if PROC_STATUS.exists():
+        hwm = next((line.split()[1] for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:")), None)
+        if hwm is not None:
+            return {"device": "cpu", "peak_gib": int(hwm) * 1024 / 2**30}  # reported in kB
     if sys.platform == "win32":  # no `resource` module on Windows; psutil (an accelerate dependency) reads it
         import psutil
 
@@ -59,6 +80,16 @@ def peak_memory() -> dict:
     # ru_maxrss is KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return {"device": "cpu", "peak_gib": rss / 2**30}
+
+
+def memory_in_use() -> float:
+    """Memory held right now, in GiB: allocated CUDA tensors on a GPU, else the process's resident set. Read
+    before training, it splits a peak into what was there already (weights, libraries) and what training added."""
+    if torch.cuda.is_available():
+        return torch.cuda.memory_allocated() / 2**30
+    import psutil  # an accelerate dependency; reads the resident set on Linux, macOS and Windows alike
+
+    return psutil.Process().memory_info().rss / 2**30
 
 
 def save_loss_curve(log_history: list[dict], path: Path) -> bool:

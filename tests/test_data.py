@@ -19,8 +19,8 @@ from ftlab.data import (
 from ftlab.metrics import score
 from ftlab.task import FIELDS, prompt_messages
 
-SPLITS = ["sft_train", "sft_eval", "preference", "rl_prompts"]
-SMALL = ["--train", "40", "--eval", "10", "--preference", "14", "--rl", "10"]
+SPLITS = ["sft_train", "sft_eval", "preference", "rl_prompts", "prose_train", "prose_eval"]
+SMALL = ["--train", "40", "--eval", "10", "--preference", "14", "--rl", "10", "--prose", "20", "--prose-eval", "5"]
 
 
 def load_generator():
@@ -71,6 +71,8 @@ def test_committed_files_match_a_fresh_generation(tmp_path, capsys):
 def test_committed_records_validate_and_have_default_counts(split):
     records = load_split(split)
     assert len(records) == gen.DEFAULT_SIZES[split]
+    if split.startswith("prose"):
+        return  # plain text: no answer to check
     for record in records:
         gold = gold_of(record)
         assert list(gold) == list(FIELDS)
@@ -376,3 +378,17 @@ def test_a_missing_file_or_a_folder_is_a_data_error(tmp_path):
         read_jsonl(tmp_path / "absent.jsonl", "sft")
     with pytest.raises(DataError, match="cannot read"):
         read_jsonl(tmp_path, "sft")
+
+
+# --- The prose for continued pre-training (01_full_finetuning).
+def test_prose_is_plain_text_about_the_task_world_with_eval_people_of_its_own(built):
+    """No prompt, no JSON, no chat markup; each paragraph names a person; eval's people are not train's, and
+    eval's paragraphs use held-out cities train never shows (so held-out perplexity is not memorisation)."""
+    train, held = built["prose_train"], built["prose_eval"]
+    assert all(text and "{" not in text and "<|" not in text and "system" not in text for text in train + held)
+    assert not set(train) & set(held)
+    eval_only = {c.name for c in gen.CITY_POOL["eval_only"]}
+    assert not any(city in text for text in train for city in eval_only if len(city) > 6)
+    assert sum(any(city in text for city in eval_only) for text in held) > len(held) // 4
+    emails = sum("@" in text for text in train)
+    assert 0.3 * len(train) < emails < len(train)  # e-mail addresses in some paragraphs, not all

@@ -5,6 +5,7 @@ parameter count, the eval-mode trap the script avoids, LoRA training, and mergin
 """
 
 import json
+import math
 import shutil
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from conftest import run_script
 from safetensors.torch import load_file
 
+from ftlab.platforms import installed
 from ftlab.report import count_parameters
 
 SCRIPT = "06_qlora/train.py"
@@ -143,6 +145,53 @@ def test_refusals_are_one_line(tiny_model_64, tmp_path, args, says):
     result = run_script(SCRIPT, "--config", "06_qlora/config.yaml", "--model_name_or_path", str(tiny_model_64),
                         "--output_dir", str(tmp_path / "o"), *args)
     assert result.returncode == 1 and says in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not installed("unsloth"), reason="Unsloth installs on Linux only (it needs Triton)")
+def test_unsloth_qlora_trains_the_4bit_base_on_the_cpu_after_scoring(tiny_model_64, tmp_path):
+    """train_unsloth.py with 06's config. The issue expected a refusal on a CPU; measured, Unsloth's CPU fallback
+    loads bitsandbytes NF4 layers and trains them, so it trains, and the eval-mode trap is avoided as in train.py:
+    the base is scored first and every adapter's B matrix (zero at the start) ends up non-zero, even in layer 0."""
+    out = tmp_path / "unsloth"
+    result = run_script("06_qlora/train_unsloth.py", "--config", "06_qlora/config.yaml", "--model_name_or_path",
+                        str(tiny_model_64), "--output_dir", str(out), "--dtype", "float32", "--bf16", "false",
+                        "--max_steps", "4", "--learning_rate", "1e-2", "--lora_r", "4", "--lora_alpha", "8",
+                        "--logging_steps", "1", "--save_strategy", "no", "--eval_samples", "4",
+                        "--max_new_tokens", "8", "--handwritten_file", "none", "--probe_file", "none")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "4-bit = True" in result.stdout + result.stderr and "unsloth qlora:" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["before"] is not None and len(metrics["train_losses"]) == 4
+    assert metrics["train_losses"][-1] < metrics["train_losses"][0]
+    adapter = load_file(out / "adapter_model.safetensors")
+    b = {name: t for name, t in adapter.items() if "lora_B" in name}
+    assert len(b) == 14 and [name for name, t in b.items() if not t.abs().sum() > 0] == []
+    merged = load_file(out / "merged" / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in merged.values())  # merged into a full-precision reload
+
+
+def test_unsloth_qlora_refuses_a_16bit_base(tmp_path):
+    result = run_script("06_qlora/train_unsloth.py", "--config", "06_qlora/config.yaml", "--load_in_4bit", "false")
+    assert result.returncode == 1 and "for 16-bit LoRA through Unsloth run 05" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("script, extra", [
+    ("06_qlora/train.py", []),
+    ("06_qlora/train.py", ["--use_liger_kernel", "true"]),
+    ("06_qlora/train_unsloth.py", []),
+])
+def test_gpu_qlora_trains_with_paged_8bit_adamw(tiny_model_64, tmp_path, script, extra):
+    """On CUDA: bf16 compute, the paged 8-bit optimizer, and (as a switch) Liger's kernels; Unsloth's GPU path."""
+    out = tmp_path / "gpu"
+    result = run_script(script, "--config", "06_qlora/config.yaml", "--model_name_or_path", str(tiny_model_64),
+                        "--output_dir", str(out), "--max_steps", "4", "--logging_steps", "1", "--save_strategy", "no",
+                        "--eval_samples", "4", "--max_new_tokens", "8", "--probe_file", "none", *extra)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "device: cuda" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["memory_device"] == "cuda" and metrics["optimizer"] == "paged_adamw_8bit"
+    assert all(math.isfinite(x) for x in metrics["train_losses"])
 
 
 @pytest.mark.slow

@@ -1,0 +1,295 @@
+"""ftlab.memory: the notes' worked numbers, counts read from configs against real models and PEFT, ZeRO against
+DeepSpeed's own estimators, the activation count against what autograd keeps, the table, the chart and the CLI."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ftlab import memory
+from ftlab.memory import Shape, describe, estimate_inference, estimate_training, format_table, parse_count
+
+GB = 1e9
+# Llama-style shapes at three sizes (about 1.5B, 6.7B and 70B parameters), for counts that need no download
+SHAPES = {"1B": {"hidden": 2048, "layers": 16, "vocab": 128256, "intermediate": 8192, "heads": 32, "kv_heads": 8},
+          "7B": {"hidden": 4096, "layers": 32, "vocab": 32000, "intermediate": 11008, "heads": 32},
+          "70B": {"hidden": 8192, "layers": 80, "vocab": 128256, "intermediate": 28672, "heads": 64, "kv_heads": 8}}
+# SmolLM2-135M's config, as in its config.json
+SMOLLM2 = {"hidden_size": 576, "num_hidden_layers": 30, "vocab_size": 49152, "intermediate_size": 1536,
+           "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "tie_word_embeddings": True}
+
+
+def tiny_config(**changes) -> LlamaConfig:
+    """A 3-block Llama with grouped-query attention, small enough to build and run in a test."""
+    sizes = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 3, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 300, "attn_implementation": "sdpa"}
+    return LlamaConfig(**{**sizes, **changes})
+
+
+def test_the_notes_worked_examples_come_out_exactly():
+    """Chapter 2's numbers: 13B inference at 2 bytes, 13B and 1B-trainable Adam at 2 bytes, 7B 16-bit full."""
+    assert round(estimate_inference("13B", precision="bf16") / GB, 2) == 31.2
+    b = estimate_training("13B", precision="bf16")
+    assert round((b.gradients + b.optimizer) / GB, 2) == 78.0
+    b = estimate_training("13B", method="partial", precision="bf16", trainable="1B")
+    assert round((b.gradients + b.optimizer) / GB, 2) == 6.0
+    b = estimate_training("7B", precision="bf16")
+    assert [round(x / GB, 2) for x in (b.weights, b.gradients, b.optimizer, b.model_states)] == [14, 14, 28, 56]
+    assert round(estimate_inference("70B", precision="bf16", overhead=0) / GB, 2) == 140.0
+
+
+@pytest.mark.parametrize("text, count", [("7B", 7e9), ("135M", 135e6), ("1.2e9", 1.2e9), ("70b", 70e9),
+                                         ("2.5K", 2500), ("1,000", 1000), ("0.5T", 5e11), (42, 42)])
+def test_parse_count(text, count):
+    assert parse_count(text) == count
+
+
+def test_parse_count_rejects_words():
+    with pytest.raises(ValueError, match="not a parameter count"):
+        parse_count("seven billion")
+
+
+def test_precisions_and_optimizers_cost_what_the_docstring_says():
+    """Bytes per trainable parameter as weight / gradient / optimizer states."""
+    def per_param(**kwargs):
+        b = estimate_training(1000, **kwargs)
+        return b.weights / 1000, b.gradients / 1000, b.optimizer / 1000
+
+    assert per_param(precision="fp32") == (4, 4, 8)
+    assert per_param(precision="mixed") == (4, 4, 8)  # fp32 master weights under bf16 autocast
+    assert per_param(precision="bf16") == (2, 2, 4)   # torch AdamW keeps its moments in the weights' dtype
+    assert per_param(precision="mixed16") == (2, 2, 16)  # DeepSpeed: fp32 master + moments + fp32 gradient copy
+    assert per_param(precision="bf16", optimizer="adamw_8bit")[2] == 2
+    assert per_param(precision="bf16", optimizer="sgd")[2] == 0
+    assert per_param(precision="bf16", optimizer="sgd_momentum")[2] == 2
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("head_dim", [None, 24])
+def test_param_count_from_config_equals_the_real_model(tied, head_dim):
+    """The formula (embedding, 7 linears and 2 norms per block, final norm, lm_head unless tied) counts exactly
+    what transformers builds, and an nn.Module is counted directly to the same number."""
+    config = tiny_config(tie_word_embeddings=tied, head_dim=head_dim)
+    model = LlamaForCausalLM(config)
+    assert describe(config).params == model.num_parameters()
+    assert describe(model).params == model.num_parameters()
+    assert estimate_training(model).trainable == model.num_parameters()
+
+
+def test_a_non_llama_config_is_counted_on_the_meta_device():
+    from transformers import Qwen2Config, Qwen2ForCausalLM  # q/k/v biases: the Llama formula does not apply
+
+    config = Qwen2Config(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=300)
+    assert describe(config).params == Qwen2ForCausalLM(config).num_parameters()
+
+
+def test_a_model_folder_and_a_hub_id_are_read_through_resolve_model(tmp_path, monkeypatch):
+    """A hub id goes through ftlab.models.resolve_model (offline: the embedded copy), then AutoConfig."""
+    tiny_config().save_pretrained(tmp_path)
+    asked = []
+    monkeypatch.setattr("ftlab.models.resolve_model", lambda ref: asked.append(ref) or str(tmp_path))
+    assert describe("HuggingFaceTB/SmolLM2-135M-Instruct").params == describe(tiny_config()).params
+    assert asked == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+@pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"], ["down_proj"]])
+def test_lora_count_from_config_equals_peft(targets):
+    """r x (in + out) per adapted layer, from the config alone, is what PEFT's get_peft_model trains."""
+    from peft import LoraConfig, get_peft_model
+
+    config = tiny_config()
+    peft_model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=8, target_modules=targets))
+    trainable, _ = peft_model.get_nb_trainable_parameters()
+    assert estimate_training(config, method="lora", lora_r=8, lora_targets=targets).trainable == trainable
+    live = estimate_training(peft_model, method="lora")  # a live PEFT model: its own trainable count
+    assert (live.trainable, live.params) == (trainable, describe(config).params)
+
+
+def test_qlora_weights_match_the_06_qlora_readme():
+    """06_qlora/README.md: 106,168,320 quantized weights of SmolLM2-135M, 111 MB by formula (110 MB measured)."""
+    config = LlamaConfig(**SMOLLM2)
+    shape = describe(config).shape
+    assert shape.layers * shape.block_linear_params() == 106_168_320
+    base = estimate_training(config, method="qlora", precision="bf16", trainable=0)
+    assert round(base.weights / 1e6) == 111
+    lora = estimate_training(config, method="lora", precision="bf16")
+    assert lora.weights - base.weights == pytest.approx(
+        106_168_320 * (2 - memory.NF4_BITS / 8) + lora.trainable * 4)  # 16-bit -> NF4, plus the fp32 adapters
+
+
+def test_zero_stages_partition_the_right_components():
+    """Per GPU: stage 1 divides the optimizer states by G, stage 2 also the gradients, stage 3 also the weights,
+    plus the largest layer (gathered whole, with its gradients). Activations are never divided."""
+    def run(stage, gpus=4):
+        return estimate_training("7B", precision="bf16", zero_stage=stage, gpus=gpus, **SHAPES["7B"])
+
+    base, largest = run(0), Shape(**SHAPES["7B"]).largest_layer()
+    assert (run(0, gpus=1).model_states, run(0).model_states) == (base.model_states, base.model_states)
+    one, two, three = run(1), run(2), run(3)
+    assert (one.weights, one.gradients, one.optimizer) == (base.weights, base.gradients, base.optimizer / 4)
+    assert (two.weights, two.gradients, two.optimizer) == (base.weights, base.gradients / 4, base.optimizer / 4)
+    assert three.weights == base.weights / 4 + 2 * largest
+    assert three.gradients == base.gradients / 4 + 2 * largest
+    assert {b.activations for b in (one, two, three)} == {base.activations}
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_counts_agree_with_deepspeeds_model_to_params(tied):
+    """DeepSpeed's ZeRO-3 estimator takes (total, largest layer) from a live model; ours come from the config."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed installs on Linux only")
+    from deepspeed.runtime.zero.stage3 import model_to_params
+
+    config = tiny_config(tie_word_embeddings=tied)
+    shape = describe(config).shape
+    assert model_to_params(LlamaForCausalLM(config)) == (shape.params(), shape.largest_layer())
+
+
+@pytest.mark.parametrize("size", list(SHAPES))
+@pytest.mark.parametrize("gpus", [1, 2, 8, 64])
+def test_zero2_model_states_match_deepspeed(size, gpus):
+    """precision="mixed16" is DeepSpeed's bf16/fp16 Adam: per GPU 2P (16-bit weights, whole) + 18P/G (16-bit
+    gradients 2, fp32 gradient copy 4, fp32 master 4, fp32 moments 8). Equal to DeepSpeed's GPU figure without
+    offload, up to its rounding down to whole bytes."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed installs on Linux only")
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    ours = estimate_training(size, precision="mixed16", zero_stage=2, gpus=gpus, **SHAPES[size])
+    _, theirs = estimate_zero2_model_states_mem_needs(ours.params, num_gpus_per_node=gpus, cpu_offload=False)
+    assert abs(ours.model_states - theirs) <= 1
+
+
+@pytest.mark.parametrize("size", list(SHAPES))
+@pytest.mark.parametrize("gpus", [1, 2, 8, 64])
+def test_zero3_model_states_match_deepspeed(size, gpus):
+    """ZeRO-3: 18P/G (16-bit weights 2, gradients reduced straight into fp32 partitions 4, master 4, moments 8)
+    plus the largest layer's 16-bit weights and gradients, 4L, which DeepSpeed adds and we model. Given only a
+    bare count, the largest layer is unknown: then we come out exactly 4L under DeepSpeed, and say so."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed installs on Linux only")
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    ours = estimate_training(size, precision="mixed16", zero_stage=3, gpus=gpus, **SHAPES[size])
+    largest = Shape(**SHAPES[size]).largest_layer()
+    _, theirs, _ = estimate_zero3_model_states_mem_needs(ours.params, largest, num_gpus_per_node=gpus,
+                                                         cpu_offload=False, cpu_offload_params=False)
+    assert abs(ours.model_states - theirs) <= 1
+    bare = estimate_training(ours.params, precision="mixed16", zero_stage=3, gpus=gpus)
+    assert abs(theirs - bare.model_states - 4 * largest) <= 1
+    assert any("largest layer unknown" in note for note in bare.notes)
+
+
+def test_activations_scale_with_batch_and_shrink_with_checkpointing():
+    config = LlamaConfig(**SMOLLM2)
+
+    def acts(**kwargs):
+        return estimate_training(config, **{"precision": "bf16", "seq": 384, **kwargs}).activations
+
+    assert acts(batch=16) == 2 * acts(batch=8)  # 16-bit weights: every term is per token
+    assert acts(batch=3, seq=100) == 3 * acts(batch=1, seq=100)
+    assert acts(gradient_checkpointing=True) < acts() / 2  # not less: the logits at the loss are not checkpointed
+    # under checkpointing one more block keeps only its input: 2 s b h bytes in 16-bit, not a whole block
+    assert acts(layers=31, gradient_checkpointing=True) - acts(gradient_checkpointing=True) == 2 * 384 * 8 * 576
+    assert acts(layers=31) - acts() > 10 * 2 * 384 * 8 * 576
+    # and on top of those inputs, one block recomputed in full and the output layer: a 1-block model's activations
+    assert acts(gradient_checkpointing=True) - 30 * 2 * 384 * 8 * 576 == acts(layers=1)
+    # under `mixed` autocast's 16-bit weight copies add a constant: 2 bytes per linear weight, whatever the batch
+    mixed = [acts(batch=n, precision="mixed") for n in (1, 2, 3)]
+    assert mixed[2] - mixed[1] == pytest.approx(mixed[1] - mixed[0])
+    copies = 2 * (30 * describe(config).shape.block_linear_params() + 49152 * 576)
+    assert mixed[0] - (mixed[1] - mixed[0]) == pytest.approx(copies)
+
+
+def test_a_bare_count_gets_no_activations_but_says_why():
+    b = estimate_training("7B", precision="bf16")
+    assert b.activations == 0 and "no shape" in b.notes[0] and "no shape" in format_table(b)
+    assert estimate_training("7B", precision="bf16", **SHAPES["7B"]).activations > 0
+
+
+def saved_bytes(model, autocast: bool, padded: bool) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward in one forward pass, weights excluded."""
+    torch.manual_seed(0)
+    ids, mask = torch.randint(0, 300, (2, 24)), torch.ones(2, 24, dtype=torch.long)
+    mask[1, :5] = 0 if padded else 1
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+          torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
+        model(input_ids=ids, attention_mask=mask, labels=ids)
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "mixed"])
+@pytest.mark.parametrize("padded", [True, False])
+def test_activation_formula_counts_what_autograd_keeps(method, precision, padded):
+    """Not a peak measurement: the tensors saved for backward (saved_tensors_hooks) on a tiny Llama, against the
+    formula term by term. Left out by the formula, and so the tolerance: per-token scalars (norm statistics,
+    log-sum-exp), RoPE tables, and in LoRA the first block, whose input needs no gradient."""
+    config = tiny_config()
+    model = LlamaForCausalLM(config).to(torch.bfloat16 if precision == "bf16" else torch.float32).train()
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    p = 4 if precision == "fp32" else 2
+    shape = describe(config).shape
+    formula = memory.activation_bytes(
+        shape, 2, 24, compute=p, stream=2 if precision == "bf16" else 4, padded=padded, trains_base=method == "full",
+        lora_targets=tuple(memory.SOURCE) * (method == "lora"), lora_r=4)
+    formula -= 2 * 24 * 300 * (p + 4 * (p < 4))  # the logits and their fp32 copy live at the loss, not kept
+    assert saved_bytes(model, autocast=precision != "fp32", padded=padded) == pytest.approx(formula, rel=0.04)
+
+
+def test_format_table_names_units_and_components():
+    table = format_table(estimate_training("7B", precision="bf16"))
+    assert "|        GB |" in table and "| model states (w + g + o)   |     56.00 |" in table
+    assert "|      0.80 |" in format_table(estimate_training("100M", precision="bf16"), unit="GB")
+    assert "|    800.00 |" in format_table(estimate_training("100M", precision="bf16"))  # auto: MB below 1 GB
+    assert "|      0.75 |" in format_table(estimate_training("100M", precision="bf16"), unit="GiB")
+
+
+def test_plot_breakdown_writes_a_png(tmp_path):
+    config = LlamaConfig(**SMOLLM2)
+    scenarios = {m: estimate_training(config, method=m, precision="bf16") for m in ("full", "lora", "qlora")}
+    path = memory.plot_breakdown(scenarios, tmp_path / "memory.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_cli_prints_the_56_gb_of_a_16_bit_7b_finetune():
+    out = subprocess.run([sys.executable, "-m", "ftlab.memory", "7B", "--precision", "bf16"], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    assert "| model states (w + g + o)   |     56.00 |" in out and "bf16 16.80 GB" in out
+
+
+def test_cli_rejects_what_it_cannot_estimate():
+    run = subprocess.run([sys.executable, "-m", "ftlab.memory", "7B", "--method", "partial"], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 2 and "error: partial needs trainable=N" in run.stderr
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "mixed"])
+def test_the_lora_rank_costs_exactly_what_the_formula_says(precision):
+    """The rank-dependent terms (B's input, and under autocast the 16-bit copies of A and B) against autograd,
+    to the byte. One known gap: block 0's input needs no gradient, so its q/k/v A matrices keep no copy there."""
+    from peft import LoraConfig, get_peft_model
+
+    config, p = tiny_config(), 4 if precision == "fp32" else 2
+    kept, formula = {}, {}
+    for r in (4, 12):
+        model = LlamaForCausalLM(config).to(torch.bfloat16 if precision == "bf16" else torch.float32).train()
+        kept[r] = saved_bytes(get_peft_model(model, LoraConfig(r=r, target_modules="all-linear")),
+                              autocast=precision != "fp32", padded=True)
+        formula[r] = memory.activation_bytes(describe(config).shape, 2, 24, compute=p, trains_base=False,
+                                             stream=2 if precision == "bf16" else 4,
+                                             lora_targets=tuple(memory.SOURCE), lora_r=r)
+    block0_gap = 0 if precision == "fp32" else 2 * (12 - 4) * 64 * 3
+    assert kept[12] - kept[4] == formula[12] - formula[4] - block0_gap
