@@ -59,7 +59,7 @@ def main():
 
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm, resolve_model
+    from ftlab.models import ModelNotFound, merge_saved_adapter, resolve_model
     from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
 
     four_bit_on_cpu = model_args.load_in_4bit and training_args.device.type == "cpu"
@@ -120,11 +120,7 @@ def main():
     if script_args.save_merged and four_bit_on_cpu:
         # Unsloth's CPU fallback cannot merge into a 4-bit model ("not supported on CPU yet"): do what
         # 06_qlora/train.py does, and merge the saved adapter into a 16-bit reload of the base with PEFT.
-        from peft import PeftModel
-
-        base, _ = load_causal_lm(model_args)
-        PeftModel.from_pretrained(base, out).merge_and_unload().save_pretrained(out / "merged")
-        tokenizer.save_pretrained(out / "merged")
+        merge_saved_adapter(model_args, out, tokenizer)
     elif script_args.save_merged:
         # merged_16bit: on a 4-bit base Unsloth merges into 16-bit weights, not into the rounded 4-bit ones
         model.save_pretrained_merged(str(out / "merged"), tokenizer, save_method="merged_16bit")

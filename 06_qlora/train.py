@@ -43,14 +43,14 @@ def main():
     if not (model_args.use_peft and model_args.load_in_4bit):
         fail("06_qlora trains LoRA on a 4-bit base: use_peft and load_in_4bit must be true (16-bit LoRA is 05)")
 
-    from peft import PeftModel, get_peft_model
+    from peft import get_peft_model
     from transformers import BitsAndBytesConfig
     from transformers.training_args import OptimizerNames
     from trl import get_peft_config
 
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
+    from ftlab.models import ModelNotFound, load_causal_lm, merge_saved_adapter
     from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
     from ftlab.trl_cpu import SFTTrainer
 
@@ -120,10 +120,7 @@ def main():
     tokenizer.save_pretrained(out)
     adapter_mb = folder_megabytes(out, "adapter_model.*")
     if script_args.save_merged:
-        base, _ = load_causal_lm(model_args)
-        PeftModel.from_pretrained(base, out).merge_and_unload().save_pretrained(out / "merged")
-        tokenizer.save_pretrained(out / "merged")
-        print(f"merged into a {model_args.dtype} base: {out / 'merged'}")
+        print(f"merged into a {model_args.dtype} base: {merge_saved_adapter(model_args, out, tokenizer)}")
     summarize(out, "06_qlora", before, after, train_seconds=train_seconds, parameters=(trainable, total),
               log_history=trainer.state.log_history, eval_sets=data.eval_sets, questions=data.questions,
               answers={"before": before_answers, "after": after_answers},

@@ -133,6 +133,19 @@ def load_causal_lm(model_args, device=None, **kwargs):
     return model, tokenizer
 
 
+def merge_saved_adapter(model_args, adapter_dir, tokenizer) -> Path:
+    """Merge the adapter saved in `adapter_dir` into a fresh load of the base in `model_args.dtype`, and save
+    the result with `tokenizer` to adapter_dir/merged. For a base trained in 4-bit: merging into the 4-bit
+    weights would dequantize, add the update and round it back to 4 bits, losing much of it."""
+    from peft import PeftModel
+
+    base, _ = load_causal_lm(model_args)
+    merged = Path(adapter_dir) / "merged"
+    PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    return merged
+
+
 def has_soft_prompt(model) -> bool:
     """Whether `model` is a PEFT model with a soft prompt (prompt/prefix/p-tuning): learned vectors that its own
     forward adds before the text, so code that calls the model's parts, or reuses a prompt's cache, must not."""
