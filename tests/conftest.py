@@ -86,6 +86,16 @@ def run_script(script: str, *args: str, timeout: int = 600, threads: str | None 
                           capture_output=True, timeout=timeout, check=False)
 
 
+def interrupted_at_step_2(run_dir: Path, tmp_path: Path) -> Path:
+    """A fresh output folder holding only `run_dir`'s checkpoint-2: the state of a run stopped after step 2."""
+    import shutil
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(run_dir / "checkpoint-2", resumed / "checkpoint-2")
+    return resumed
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip `gpu` tests, with the reason, where no CUDA device is visible."""
     import torch

@@ -7,11 +7,10 @@ launchers (DDP, DeepSpeed ZeRO-2/3) are in test_launchers.py.
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import interrupted_at_step_2, run_script
 from safetensors.torch import load_file
 
 SCRIPT = "01_full_finetuning/train.py"
@@ -75,9 +74,7 @@ def test_partial_finetuning_trains_only_the_last_blocks(tiny_model, tmp_path):
 
 def test_resume_replays_the_same_losses(run, tiny_model, tmp_path):
     out, metrics, _ = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    resumed = interrupted_at_step_2(out, tmp_path)
     again, _ = train(tiny_model, resumed, "--resume", "true", "--eval_before", "false", "--save_steps", "2")
     assert again["train_losses"][2:] == pytest.approx(metrics["train_losses"][2:], abs=1e-4)
 

@@ -2,11 +2,10 @@
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import interrupted_at_step_2, run_script
 from safetensors.torch import load_file
 
 from ftlab.platforms import installed
@@ -96,9 +95,7 @@ def test_outputs_are_written(run):
 
 def test_resume_continues_from_the_checkpoint(run, tiny_model, tmp_path):
     out, metrics = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    resumed = interrupted_at_step_2(out, tmp_path)
     again = train(tiny_model, resumed, "--resume", "true", "--eval_before", "false")
     assert again["train_losses"] == pytest.approx(metrics["train_losses"], abs=1e-5)
 

@@ -6,11 +6,10 @@ parameter count, the eval-mode trap the script avoids, LoRA training, and mergin
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import interrupted_at_step_2, run_script
 from safetensors.torch import load_file
 
 from ftlab.platforms import installed
@@ -127,9 +126,7 @@ def test_reports_4bit_memory_and_merges_into_a_16bit_base(run, tiny_model_64):
 
 def test_resume_continues_from_the_checkpoint(run, tiny_model_64, tmp_path):
     out, metrics, _ = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    resumed = interrupted_at_step_2(out, tmp_path)
     again, _ = train(tiny_model_64, resumed, "--resume", "true", "--eval_before", "false")
     # Steps 3-4 replayed. Not bit-exact over 4-bit weights on a CPU (measured: 2e-4 apart at step 4, while two
     # uninterrupted runs agree exactly); a resume that restarted or lost its optimizer state is off by >1e-2.

@@ -6,13 +6,12 @@ change in data formatting, loss masking or optimisation shows up here as a diffe
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, interrupted_at_step_2, run_script
 from safetensors.torch import load_file
 
 from ftlab.data import load_split
@@ -90,9 +89,7 @@ def test_outputs_are_written(run):
 def test_resume_continues_from_the_checkpoint(run, tiny_model, tmp_path):
     """Resuming at step 2 must replay steps 3-4 exactly as the uninterrupted run did."""
     out, metrics = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    resumed = interrupted_at_step_2(out, tmp_path)
     again = train(tiny_model, resumed, "--resume", "true", "--eval_before", "false")
     assert again["train_losses"] == pytest.approx(metrics["train_losses"], abs=1e-5)
     state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
