@@ -231,3 +231,12 @@ def load_task(args) -> TaskData:
     handwritten = optional(args.handwritten_file, "handwritten_eval.jsonl", "handwritten")
     questions = optional(args.probe_file, "general_probe.jsonl", "probe")
     return TaskData(train, {"synthetic": synthetic, **({"handwritten": handwritten} if handwritten else {})}, questions)
+
+
+def load_preference(path: str | None = None, eval_pairs: int = 70) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) preference pairs: the last `eval_pairs` lines of the file are held out. In the committed
+    data/preference.jsonl the last 70 hold 10 pairs of each kind of mistake, so accuracy can be read per kind."""
+    pairs = read_jsonl(path or DATA_DIR / "preference.jsonl", "preference")
+    if not 0 < eval_pairs < len(pairs):
+        raise DataError(f"--eval_pairs {eval_pairs}: must be between 1 and {len(pairs) - 1} (the file has {len(pairs)} pairs)")
+    return pairs[:-eval_pairs], pairs[-eval_pairs:]

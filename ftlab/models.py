@@ -113,18 +113,19 @@ def convert_embedded(ref: str) -> Path:
     return target
 
 
-def load_causal_lm(model_args, device=None, **kwargs):
+def load_causal_lm(model_args, device=None, auto_class=None, **kwargs):
     """(model, tokenizer) for a script's `ModelConfig`: resolved as above, in `model_args.dtype`, on `device`.
 
     The model goes to the training device at once, so the "before" score runs where training will.
-    `kwargs` reach `from_pretrained` (e.g. `quantization_config`; a quantized model places itself)."""
+    `kwargs` reach `from_pretrained` (e.g. `quantization_config`; a quantized model places itself).
+    `auto_class` loads another head on the same body (a reward model: AutoModelForSequenceClassification)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model(model_args.model_name_or_path)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=model_args.attn_implementation,
-                                                 **kwargs)
+    model = (auto_class or AutoModelForCausalLM).from_pretrained(
+        path, dtype=dtype, attn_implementation=model_args.attn_implementation, **kwargs)
     if device is not None and "quantization_config" not in kwargs:
         model = model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(path)

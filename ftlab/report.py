@@ -92,29 +92,37 @@ def memory_in_use() -> float:
     return psutil.Process().memory_info().rss / 2**30
 
 
-def save_loss_curve(log_history: list[dict], path: Path) -> bool:
-    """Plot training (and eval) loss against step from `trainer.state.log_history`; False if nothing logged."""
-    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
-    if not train:
+def save_curves(log_history: list[dict], path: Path, panels: dict[str, dict[str, str]]) -> bool:
+    """Plot logged values against step from `trainer.state.log_history`, one panel per entry of `panels`
+    ({y-axis label: {logged key: legend label}}); a key never logged is left out. False if nothing was."""
+    drawn = {title: {label: [(h["step"], h[key]) for h in log_history if key in h] for key, label in lines.items()}
+             for title, lines in panels.items()}
+    drawn = {title: {label: points for label, points in lines.items() if points} for title, lines in drawn.items()}
+    drawn = {title: lines for title, lines in drawn.items() if lines}
+    if not drawn:
         return False
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*train), marker=".", label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), marker="o", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(drawn), figsize=(6 * len(drawn), 3.5), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], drawn.items(), strict=True):
+        for label, points in lines.items():
+            ax.plot(*zip(*points), marker=".", label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def save_loss_curve(log_history: list[dict], path: Path) -> bool:
+    """Plot training (and eval) loss against step; False if nothing logged."""
+    return save_curves(log_history, path, {"loss": {"loss": "train loss", "eval_loss": "eval loss"}})
 
 
 def write_predictions(path: Path, eval_sets: dict[str, list[dict]], questions: list[dict] | None,
@@ -130,6 +138,43 @@ def write_predictions(path: Path, eval_sets: dict[str, list[dict]], questions: l
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def run_facts(train_seconds: float, parameters: tuple[int, int], log_history: list[dict],
+              tokens_seen: int | None = None) -> dict:
+    """What a training run cost, in the keys every metrics.json shares: time, tokens/s, peak memory, parameters."""
+    trainable, total = parameters
+    memory = peak_memory()
+    tokens_per_second = tokens_seen / train_seconds if tokens_seen and train_seconds > 0 else None
+    return {
+        "train_seconds": round(train_seconds, 1),
+        "train_tokens": tokens_seen,
+        "train_tokens_per_second": round(tokens_per_second, 1) if tokens_per_second else None,
+        # 6 x parameters x tokens/s: the model FLOPs a second of training did (2 forward, 4 backward per weight).
+        "model_gflops_per_second": round(6 * total * tokens_per_second / 1e9, 1) if tokens_per_second else None,
+        "peak_memory_gib": round(memory["peak_gib"], 2),
+        "memory_device": memory["device"],
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_percent": round(100 * trainable / total, 3),
+        "train_losses": [h["loss"] for h in log_history if "loss" in h],
+    }
+
+
+def save_metrics(output_dir: str, metrics: dict, log_history: list[dict]) -> bool:
+    """Write metrics.json and loss_curve.png to `output_dir`, and print the run's cost; True if a curve was drawn."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    plotted = save_loss_curve(log_history, out / "loss_curve.png")
+    speed = metrics.get("train_tokens_per_second")
+    print(f"train time      {metrics['train_seconds']:8.1f} s"
+          + (f"  ({speed:,.0f} tokens/s, {metrics['model_gflops_per_second']} GFLOP/s of model work)" if speed else ""))
+    print(f"peak memory     {metrics['peak_memory_gib']:8.2f} GiB ({metrics['memory_device']})")
+    print(f"trainable       {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
+          f"({metrics['trainable_percent']}%)")
+    print(f"wrote           {out / 'metrics.json'}" + (f", {out / 'loss_curve.png'}" if plotted else ""))
+    return plotted
+
+
 def summarize(output_dir: str, technique: str, before: dict | None, after: dict, *, train_seconds: float,
               parameters: tuple[int, int], log_history: list[dict], eval_sets: dict[str, list[dict]],
               questions: list[dict] | None, answers: dict[str, dict | None], tokens_seen: int | None = None,
@@ -137,40 +182,11 @@ def summarize(output_dir: str, technique: str, before: dict | None, after: dict,
     """Print the before/after table and resource use; write metrics.json, predictions.jsonl, loss_curve.png.
 
     `before`/`after` map each eval set's name (and "probe") to its scores, as `evaluation.evaluate_all` returns."""
-    trainable, total = parameters
-    memory = peak_memory()
-    losses = [h["loss"] for h in log_history if "loss" in h]
-    tokens_per_second = tokens_seen / train_seconds if tokens_seen and train_seconds > 0 else None
-    metrics = {
-        "technique": technique,
-        "before": before,
-        "after": after,
-        "train_seconds": round(train_seconds, 1),
-        "train_tokens": tokens_seen,
-        # 6 x parameters x tokens/s: the model FLOPs a second of training did (2 forward, 4 backward per weight).
-        "train_tokens_per_second": round(tokens_per_second, 1) if tokens_per_second else None,
-        "model_gflops_per_second": round(6 * total * tokens_per_second / 1e9, 1) if tokens_per_second else None,
-        "peak_memory_gib": round(memory["peak_gib"], 2),
-        "memory_device": memory["device"],
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "trainable_percent": round(100 * trainable / total, 3),
-        "train_losses": losses,
-        **(extra or {}),
-    }
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_predictions(out / "predictions.jsonl", eval_sets, questions, answers)
-    plotted = save_loss_curve(log_history, out / "loss_curve.png")
-
+    metrics = {"technique": technique, "before": before, "after": after,
+               **run_facts(train_seconds, parameters, log_history, tokens_seen), **(extra or {})}
     print(f"\n== {technique}: task scores (greedy) ==")
     print(format_scores(before, after))
-    print(f"train time      {train_seconds:8.1f} s"
-          + (f"  ({tokens_per_second:,.0f} tokens/s, {metrics['model_gflops_per_second']} GFLOP/s of model work)"
-             if tokens_per_second else ""))
-    print(f"peak memory     {memory['peak_gib']:8.2f} GiB ({memory['device']})")
-    print(f"trainable       {trainable:,} of {total:,} parameters ({metrics['trainable_percent']}%)")
-    print(f"wrote           {out / 'metrics.json'}, {out / 'predictions.jsonl'}"
-          + (f", {out / 'loss_curve.png'}" if plotted else ""))
+    save_metrics(output_dir, metrics, log_history)
+    write_predictions(Path(output_dir) / "predictions.jsonl", eval_sets, questions, answers)
+    print(f"                {Path(output_dir) / 'predictions.jsonl'}")
     return metrics

@@ -132,6 +132,23 @@ def given(name: str, args: list[str], config: dict) -> bool:
     return name in config or any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
 
 
+def peek(name: str, default: str, args: list[str] | None = None) -> str:
+    """One key's value before the full parse (a flag wins over --config's file, as in `parse_config`), for a
+    script whose config class depends on it: 03_rlhf's `method: dpo | kto | orpo` picks DPOConfig, KTOConfig..."""
+    args = sys.argv[1:] if args is None else args
+    for i, arg in enumerate(args):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(args):
+            return args[i + 1]
+    if "--config" in args and args.index("--config") + 1 < len(args):
+        try:
+            return str(read_yaml_mapping(args[args.index("--config") + 1]).get(name, default))
+        except ConfigError as e:
+            fail(str(e))
+    return default
+
+
 def parse_config(*dataclass_types, args: list[str] | None = None):
     """Parse defaults <- `--config file.yaml` <- flags into instances of `dataclass_types`, or stop with `error:`.
 

@@ -1,30 +1,89 @@
-"""TRL's SFTTrainer, made to run on a CPU, and to run there at the hardware's pace.
+"""TRL's trainers on any device, and SFT on a CPU at the hardware's pace.
 
-TRL 1.15's `SFTTrainer.compute_loss` always calls the model with `fused_lm_head=True`: a Triton kernel
-that computes per-token log-probabilities without building the full (batch, seq, vocab) logits. It saves
-memory on a GPU, but Triton has no CPU backend, so wherever Triton is installed (every CUDA build of
-torch ships it) a CPU run fails with `RuntimeError: 0 active drivers ([])`. No config value avoids it:
-`loss_type="nll"` is the default and takes the same path.
+TRL 1.15's SFT, DPO, KTO, GRPO and RLOO trainers all get per-token log-probabilities the same way:
+`add_fused_lm_head` patches the model so that `model(..., fused_lm_head=True)` runs the output layer only
+at the positions that carry a label, through a Triton kernel (`trl.trainer.utils._ChunkedLogProbFunction`)
+that never builds the full (batch, seq, vocab) logits. That saves memory on a GPU, but Triton has no CPU
+backend: wherever it is installed (every CUDA build of torch ships it) a CPU run fails with
+`RuntimeError: 0 active drivers ([])`, and on a Mac, where Triton does not exist, TRL has no kernel at all.
+No config value avoids it: every loss type of every one of these trainers takes that path.
 
-The fix is one method. On a CPU the loss is computed here, and computed where it counts: the output
-layer (576 x 49,152 weights in SmolLM2, a fifth of the model) runs only on the positions that carry
-loss. With completion-only loss that is the ~52 answer tokens of a ~200-token example, so the prompt's
-full-vocabulary logits, which the loss would multiply by zero, are never built. Measured on the 2-core
-CPU: a step of 8 examples in bf16 went from ~9.7 s to ~6.9 s. The loss is the same token-mean
-cross-entropy; the token accuracy and token count TRL logs are kept too. On an NVIDIA GPU nothing
-changes. On a Mac, where Triton does not exist, this path is the one that works, on the CPU and on the
-Apple GPU (mps) alike.
+One fix serves them all, so no trainer is subclassed for it: `install()` puts a dispatcher in the kernel's
+place in TRL's module. On an NVIDIA (or Intel) GPU it calls TRL's Triton kernel, unchanged; anywhere else it
+computes the same five per-token quantities with plain PyTorch (`log_probs_in_pytorch`). The trainers' own
+loss code then runs as written, so every `loss_type` means what TRL's documentation says (SFT's `dft`,
+DPO's `sigmoid`/`ipo`/`hinge`..., GRPO's `dapo`/`grpo`..., KTO's `kto`). Every script calls `install()`
+before building a trainer; importing this module's `SFTTrainer` does it too.
+
+SFT also gets a faster CPU path for its default loss (`nll`): the output layer (576 x 49,152 weights in
+SmolLM2, a fifth of the model) runs only on the ~52 answer tokens of a ~200-token example, and the
+~90-token system prompt that every row shares is computed once per batch. Measured on the 2-core CPU: a
+step of 8 examples in bf16 went from ~9.7 s to ~6.9 s. Any other loss type goes through TRL's own code.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
 from trl import SFTTrainer as TRLSFTTrainer
 
 from ftlab.models import has_soft_prompt
 
+
+# ---- 1. The log-probabilities every TRL trainer asks for, on any device ------------------------------------
+def log_probs_in_pytorch(hidden, weight, bias, targets, temperature=1.0, chunk_size=None, final_logit_softcapping=None,
+                         logit_scale=1.0, outputs=("log_probs",)):
+    """What TRL's Triton kernel returns, in plain PyTorch: for each of N labelled positions, (log-probability of
+    its label, entropy, log sum p^2, mean logit, whether the label is the top token); fields not in `outputs`
+    are None. Same arguments as the kernel (`chunk_size` only tiles its GPU memory; here it is unused).
+
+    The (N, vocab) logits are built for the labelled positions only, in fp32 for the softmax."""
+    z = F.linear(hidden, weight, bias).float() * logit_scale
+    if final_logit_softcapping is not None:  # Gemma-style: squash logits into (-cap, cap)
+        z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping)
+    z = z / temperature
+    log_z = z.logsumexp(-1)
+    log_probs = z.gather(-1, targets[:, None]).squeeze(-1) - log_z
+    entropy = log_z - (z.softmax(-1) * z).sum(-1) if "entropy" in outputs else None
+    with torch.no_grad():  # diagnostics: TRL marks them non-differentiable too
+        log_sum_sq_probs = (2 * (z - log_z[:, None])).logsumexp(-1) if "log_sum_sq_probs" in outputs else None
+        mean_logits = z.mean(-1) if "mean_logits" in outputs else None
+        is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None  # ties: the first top token, as TRL
+    return log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1
+
+
+class LogProbsOnAnyDevice:
+    """Stands where TRL keeps its Triton kernel: TRL's kernel on a GPU it runs on, `log_probs_in_pytorch` elsewhere."""
+
+    def __init__(self, triton_kernel):
+        self.triton_kernel = triton_kernel  # None where Triton is not installed (macOS, Windows)
+
+    def apply(self, hidden, *args):
+        if self.triton_kernel is not None and hidden.device.type in ("cuda", "xpu"):
+            return self.triton_kernel.apply(hidden, *args)
+        return log_probs_in_pytorch(hidden, *args)
+
+
+def install() -> None:
+    """Make every TRL trainer's fused log-probabilities work on this machine's device (idempotent)."""
+    from trl.trainer import utils
+
+    if not isinstance(utils._ChunkedLogProbFunction, LogProbsOnAnyDevice):
+        utils._ChunkedLogProbFunction = LogProbsOnAnyDevice(utils._ChunkedLogProbFunction)
+
+
+def triton_runs_on(device: torch.device) -> bool:
+    """Whether TRL's Triton loss kernel can run here: an NVIDIA (or Intel) GPU, with Triton installed.
+
+    Not on a CPU, and not on a Mac at all: Triton has no macOS wheels, so there TRL's kernel is `None`
+    and the PyTorch path above runs, on the CPU and on the Apple GPU (mps) alike."""
+    from trl.trainer import utils
+
+    kernel = utils._ChunkedLogProbFunction
+    return device.type in ("cuda", "xpu") and getattr(kernel, "triton_kernel", kernel) is not None
+
+
+# ---- 2. SFT's default loss, faster on a CPU ------------------------------------------------------------------
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> int:
     """How many leading tokens all rows have in common: here the system prompt and chat header, ~90 tokens."""
@@ -71,25 +130,23 @@ def loss_on_labelled_tokens(model, inputs: dict, num_items_in_batch=None) -> tup
     return loss, accuracy
 
 
-def triton_runs_on(device: torch.device) -> bool:
-    """Whether TRL's Triton loss kernel can run here: an NVIDIA (or Intel) GPU, with Triton installed.
-
-    Not on a CPU, and not on a Mac at all: Triton has no macOS wheels, so there TRL's kernel is `None`
-    and its loss would fail on the CPU and on the Apple GPU (mps) alike; this module's loss runs on both."""
-    from trl.trainer import utils
-
-    return device.type in ("cuda", "xpu") and utils._ChunkedLogProbFunction is not None
-
-
 class SFTTrainer(TRLSFTTrainer):
+    """TRL's SFTTrainer, with the faster CPU path above for the plain next-token loss (`loss_type: nll`)."""
+
+    def __init__(self, *args, **kwargs):
+        install()  # every other case (a GPU, `dft`, label smoothing, a soft prompt) is TRL's own code
+        super().__init__(*args, **kwargs)
+
+    def fast_path_fits(self, model, inputs, return_outputs) -> bool:
+        """Whether this batch's loss is the plain token-mean cross-entropy that `loss_on_labelled_tokens` computes."""
+        return (not triton_runs_on(self.args.device) and self.args.loss_type in ("nll", "chunked_nll")
+                and self.label_smoother is None and self.compute_loss_func is None and not return_outputs
+                and "labels" in inputs and hasattr(model, "get_decoder")
+                and not has_soft_prompt(model))  # (a soft prompt is added inside PEFT's forward, which this skips)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if triton_runs_on(self.args.device):
+        if not self.fast_path_fits(model, inputs, return_outputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if return_outputs or "labels" not in inputs or not hasattr(model, "get_decoder") or has_soft_prompt(model):
-            # (a soft prompt is added inside the PEFT model's own forward, which this path would skip)
-            if model.training and not return_outputs:
-                self._count_tokens(inputs)
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
         # Accelerate applies bf16 autocast by wrapping model.forward; this path calls the model's parts, so
         # it enters the same autocast itself (without it, a "bf16" run would quietly run in fp32).
         with self.accelerator.autocast():

@@ -163,3 +163,15 @@ def test_a_legacy_console_encoding_prints_instead_of_crashing():
                           capture_output=True, env={**os.environ, "PYTHONIOENCODING": "cp1252"}, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode("cp1252").strip() == "Nguy?n Th? Ánh, ?ód?"
+
+
+def test_peek_reads_one_key_before_the_full_parse(tmp_path):
+    """03_rlhf picks its config class (DPOConfig, KTOConfig...) from `method` before parsing the rest."""
+    config = tmp_path / "c.yaml"
+    config.write_text("method: kto\nbeta: 0.1\n")
+    assert startup.peek("method", "dpo", ["--config", str(config)]) == "kto"
+    assert startup.peek("method", "dpo", ["--config", str(config), "--method", "orpo"]) == "orpo"  # a flag wins
+    assert startup.peek("method", "dpo", ["--method=orpo", "--config", str(config)]) == "orpo"
+    assert startup.peek("method", "dpo", []) == "dpo"
+    with pytest.raises(SystemExit, match="error: --config nope.yaml: no such file"):
+        startup.peek("method", "dpo", ["--config", "nope.yaml"])

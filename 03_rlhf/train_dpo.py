@@ -1,0 +1,133 @@
+"""Preference optimisation without a reward model: DPO (and its relatives KTO and ORPO) on answer pairs.
+
+RLHF trains a reward model, then runs RL against it. DPO (Rafailov et al., 2023) showed that the same
+objective, "score preferred answers higher, but stay close to the starting model", can be optimised
+directly on the pairs: raise the policy's log-probability of the chosen answer relative to a frozen
+reference copy, lower it for the rejected one. The implicit reward of an answer is
+beta * log(pi(answer) / pi_ref(answer)); TRL logs its accuracy and margin on the pairs as it trains.
+- `beta` is how far from the reference the model may go (small: far; large: stays close);
+- `loss_type` picks the curve applied to the margin: sigmoid (DPO), ipo, hinge, and others (see dpo.yaml);
+- `--use_peft true`: only a LoRA adapter trains, and the reference is the same model with it switched off
+  (no second copy in memory).
+Two relatives are config switches (`method:` in the YAML): KTO learns from answers labelled good or bad
+one at a time, no pairs needed (kto.yaml); ORPO needs no reference model at all, adding an odds-ratio
+term to plain SFT loss (orpo.yaml).
+
+Run from the repository root (inside .venv), ideally from a short SFT run (see this folder's README):
+
+    python 03_rlhf/train_dpo.py --config 03_rlhf/dpo.yaml --model_name_or_path runs/03_sft
+    python 03_rlhf/train_dpo.py --config 03_rlhf/dpo.yaml --loss_type ipo --beta 0.5    # another loss
+    python 03_rlhf/train_dpo.py --config 03_rlhf/kto.yaml --model_name_or_path runs/03_sft  # KTO
+    python 03_rlhf/train_dpo.py --config 03_rlhf/orpo.yaml                                  # ORPO, from the base
+
+Scores the task before and after (exact JSON on the eval sets, general questions) and writes the model,
+metrics.json (with reward accuracy and margins on held-out pairs), predictions.jsonl and loss_curve.png.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:  # a learner who runs the script outside .venv gets one line, not a traceback
+    from ftlab.startup import TaskArguments, fail, parse_config, peek, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (see README, Platforms)") from None
+
+METHODS = ("dpo", "kto", "orpo")
+
+
+@dataclass
+class ScriptArguments(TaskArguments):
+    method: str = field(default="dpo", metadata={"help": "dpo | kto | orpo (each has its own YAML in this folder)"})
+    preference_file: str | None = field(default=None, metadata={"help": "preference JSONL; default data/preference.jsonl"})
+    eval_pairs: int = field(default=70, metadata={"help": "last N pairs held out for reward accuracy and margins"})
+
+
+def trainer_classes(method: str):
+    """(config class, trainer class) of a method: TRL keeps ORPO among its experimental trainers."""
+    if method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        return DPOConfig, DPOTrainer
+    if method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOConfig, KTOTrainer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    return ORPOConfig, ORPOTrainer
+
+
+def main():
+    import torch
+    from datasets import Dataset
+    from trl import ModelConfig
+
+    # ---- 1. Config: the method picks the config class; then dataclasses <- YAML <- flags ------------------
+    method = peek("method", "dpo")
+    if method not in METHODS:
+        fail(f"--method {method!r}: must be one of {', '.join(METHODS)}")
+    config_class, trainer_class = trainer_classes(method)
+    script_args, training_args, model_args = parse_config(ScriptArguments, config_class, ModelConfig)
+
+    from trl import get_peft_config
+    from trl.data_utils import unpair_preference_dataset
+
+    from ftlab.data import DataError, load_preference, load_task
+    from ftlab.evaluation import score_task
+    from ftlab.models import ModelNotFound, load_causal_lm
+    from ftlab.report import count_parameters, summarize, timed_train
+    from ftlab.trl_cpu import install
+
+    install()  # TRL's DPO/KTO log-probabilities, on a CPU or a Mac too (ftlab/trl_cpu.py)
+    prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
+                       resume=script_args.resume)
+    torch.manual_seed(training_args.seed)
+
+    # ---- 2. Model (the policy; DPO and KTO copy it as the frozen reference, or switch LoRA off) -----------
+    try:
+        model, tokenizer = load_causal_lm(model_args, training_args.device)
+    except ModelNotFound as e:
+        fail(e)
+
+    # ---- 3. Data: preference pairs to learn from; the task's eval sets to score ---------------------------
+    try:
+        train_pairs, held_out = load_preference(script_args.preference_file, script_args.eval_pairs)
+        data = load_task(script_args)
+    except DataError as e:
+        fail(e)
+    columns = ("prompt", "chosen", "rejected")
+    train_dataset = Dataset.from_list([{k: p[k] for k in columns} for p in train_pairs])
+    eval_dataset = Dataset.from_list([{k: p[k] for k in columns} for p in held_out])
+    if method == "kto":  # KTO wants single answers marked good (label True) or bad: each pair gives one of each
+        train_dataset, eval_dataset = unpair_preference_dataset(train_dataset), unpair_preference_dataset(eval_dataset)
+    print(f"data: {len(train_dataset)} training rows ({method}), {len(eval_dataset)} held out; {data.describe()}")
+
+    # ---- 4. Evaluate the starting model ---------------------------------------------------------------------
+    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
+                              if script_args.eval_before else (None, None))
+
+    # ---- 5. Train ---------------------------------------------------------------------------------------------
+    trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    model = trainer.model
+    parameters = count_parameters(model)
+    train_seconds = timed_train(trainer, resume=script_args.resume)
+    preference_eval = trainer.evaluate()  # implicit-reward accuracy and margin on the held-out pairs
+    print("held-out pairs: " + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in preference_eval.items()
+                                          if k.startswith("eval_rewards/") or k == "eval_loss"))
+
+    # ---- 6. Evaluate, report, save ----------------------------------------------------------------------------
+    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
+    summarize(training_args.output_dir, f"03_rlhf {method}" + (" (LoRA)" if model_args.use_peft else ""), before,
+              after, train_seconds=train_seconds, parameters=parameters, log_history=trainer.state.log_history,
+              eval_sets=data.eval_sets, questions=data.questions,
+              answers={"before": before_answers, "after": after_answers},
+              extra={"method": method, "beta": training_args.beta,
+                     "loss_type": getattr(training_args, "loss_type", None), "preference_eval": preference_eval})
+    trainer.save_model(training_args.output_dir)
+    print(f"saved model to {training_args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

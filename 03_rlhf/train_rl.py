@@ -1,0 +1,139 @@
+"""RLHF, stage 3: reinforcement learning from feedback, online. The model writes answers, a reward scores them.
+
+For each prompt the policy samples a group of answers (`num_generations`). Each is scored by the reward
+model of train_reward.py (RLHF proper), by a program that checks it against the gold JSON (RL with
+verifiable rewards, ftlab/rewards.py), or by both. An answer's advantage is its reward minus its group's
+mean (GRPO; RLOO: minus the mean of the *other* answers), and the policy gradient raises the probability of
+answers that beat their siblings. InstructGPT ran PPO here, which also trains a value model as large as the
+policy to estimate that baseline; the group is the baseline now, so there is no value model to train or
+hold in memory. That is why TRL 1.x ships GRPO and RLOO and no PPO.
+- `beta` > 0 adds a KL penalty to a frozen copy of the starting model (logged as `kl`): the leash that
+  keeps the policy from drifting into text the reward model was never trained on (reward hacking);
+- `rewards: model | json | model+json`, and `multi_objective_aggregation` for how two rewards combine.
+Watch `reward` climb, `kl` stay small and `completions/mean_length` stay near the answer's length
+(~50 tokens): a rising reward with a rising length or KL is the policy gaming the reward.
+
+Run from the repository root (inside .venv), after train_reward.py (see this folder's README):
+
+    python 03_rlhf/train_rl.py --config 03_rlhf/rl.yaml --model_name_or_path runs/03_sft
+    python 03_rlhf/train_rl.py --config 03_rlhf/rl.yaml --rewards json        # verifiable reward only, no reward model
+    python 03_rlhf/train_rl.py --config 03_rlhf/rl.yaml --method rloo --beta 0.05   # RLOO instead of GRPO
+
+Scores the task before and after, and writes the model, metrics.json, predictions.jsonl, loss_curve.png
+and reward_curve.png (reward, KL and completion length per step) to --output_dir.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:  # a learner who runs the script outside .venv gets one line, not a traceback
+    from ftlab.startup import TaskArguments, fail, parse_config, peek, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (see README, Platforms)") from None
+
+REWARDS = ("model", "json", "model+json")
+
+
+@dataclass
+class ScriptArguments(TaskArguments):
+    method: str = field(default="grpo", metadata={"help": "grpo | rloo"})
+    rewards: str = field(default="model+json", metadata={"help": "model (the reward model), json (ftlab/rewards.py), "
+                                                                  "or model+json"})
+    reward_model: str = field(default="runs/03_reward", metadata={"help": "folder train_reward.py saved"})
+    prompts_file: str | None = field(default=None, metadata={"help": "RL prompts JSONL; default data/rl_prompts.jsonl"})
+
+
+def main():
+    import torch
+    from datasets import Dataset
+    from trl import ModelConfig
+
+    # ---- 1. Config: the method picks the config class; then dataclasses <- rl.yaml <- flags ---------------
+    method = peek("method", "grpo")
+    if method not in ("grpo", "rloo"):
+        fail(f"--method {method!r}: must be grpo or rloo")
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_class, trainer_class = (GRPOConfig, GRPOTrainer) if method == "grpo" else (RLOOConfig, RLOOTrainer)
+    script_args, training_args, model_args = parse_config(ScriptArguments, config_class, ModelConfig)
+
+    from pathlib import Path
+
+    from transformers import AutoConfig
+    from trl import get_peft_config
+
+    from ftlab.data import DATA_DIR, DataError, load_task, read_jsonl
+    from ftlab.evaluation import score_task
+    from ftlab.models import ModelNotFound, load_causal_lm
+    from ftlab.report import count_parameters, save_curves, summarize, timed_train
+    from ftlab.rewards import verifiable_reward
+    from ftlab.trl_cpu import install
+
+    install()  # TRL's GRPO/RLOO log-probabilities, on a CPU or a Mac too (ftlab/trl_cpu.py)
+    if script_args.rewards not in REWARDS:
+        fail(f"--rewards {script_args.rewards!r}: must be one of {', '.join(REWARDS)}")
+    reward_funcs = []
+    if "model" in script_args.rewards.split("+"):  # a folder train_reward.py wrote: a one-number head
+        rm = Path(script_args.reward_model)
+        if not (rm / "config.json").is_file():
+            fail(f"--reward_model {rm}: no model there; run 03_rlhf/train_reward.py first, or use --rewards json")
+        if getattr(AutoConfig.from_pretrained(rm), "num_labels", None) != 1:
+            fail(f"--reward_model {rm}: not a reward model (it needs one output, num_labels=1)")
+        reward_funcs.append(str(rm))  # TRL loads it as AutoModelForSequenceClassification, with its tokenizer
+    if "json" in script_args.rewards.split("+"):
+        reward_funcs.append(verifiable_reward)
+    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(reward_funcs):
+        fail(f"--reward_weights has {len(training_args.reward_weights)} values for {len(reward_funcs)} rewards")
+    prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
+                       resume=script_args.resume)
+    torch.manual_seed(training_args.seed)
+
+    # ---- 2. Model: the policy (with beta > 0, TRL keeps a frozen copy as the KL reference) --------------------
+    try:
+        model, tokenizer = load_causal_lm(model_args, training_args.device)
+    except ModelNotFound as e:
+        fail(e)
+    tokenizer.padding_side = "left"  # generation appends to the right: prompts end at the same position
+
+    # ---- 3. Data: prompts with their gold JSON (the verifiable reward reads the `answer` column) ---------------
+    try:
+        prompts = read_jsonl(script_args.prompts_file or DATA_DIR / "rl_prompts.jsonl", "rl")
+        data = load_task(script_args)
+    except DataError as e:
+        fail(e)
+    train_dataset = Dataset.from_list(prompts)
+    print(f"data: {len(prompts)} prompts, {training_args.num_generations} answers sampled per prompt; "
+          f"rewards: {script_args.rewards}; {data.describe()}")
+
+    # ---- 4. Evaluate the starting model ------------------------------------------------------------------------
+    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
+                              if script_args.eval_before else (None, None))
+
+    # ---- 5. Train: sample, score, compare within the group, update ------------------------------------------
+    trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset,
+                            processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    model = trainer.model
+    parameters = count_parameters(model)
+    train_seconds = timed_train(trainer, resume=script_args.resume)
+
+    # ---- 6. Evaluate, report, save -------------------------------------------------------------------------------
+    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
+    history = trainer.state.log_history
+    rewards = {"reward": "total", **{f"rewards/{name}/mean": name for name in trainer.reward_func_names}}
+    out = Path(training_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_curves(history, out / "reward_curve.png", {"mean reward": rewards, "KL to the reference": {"kl": "kl"},
+                                                     "completion tokens": {"completions/mean_length": "mean length"}})
+    per_step = {key: [h[key] for h in history if key in h] for key in [*rewards, "kl", "completions/mean_length"]}
+    summarize(str(out), f"03_rlhf {method} ({script_args.rewards})", before, after, train_seconds=train_seconds,
+              parameters=parameters, log_history=history, eval_sets=data.eval_sets, questions=data.questions,
+              answers={"before": before_answers, "after": after_answers},
+              extra={"method": method, "rewards": script_args.rewards, "beta": training_args.beta, "per_step": per_step})
+    print(f"                {out / 'reward_curve.png'}")
+    trainer.save_model(str(out))
+    print(f"saved model to {out}")
+
+
+if __name__ == "__main__":
+    main()
