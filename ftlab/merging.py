@@ -1,0 +1,128 @@
+"""Model merging, readable: each method on plain state dicts ({name: tensor}), in a few lines.
+
+Merging adapts a model with no training at all: it combines the weights of models finetuned from one
+base. mergekit is the tool to use on real models (`mergekit==0.1.5` resolves beside this project's pins);
+this module is the arithmetic behind its methods, written to be read, on state dicts in and out.
+
+Summing:
+- `linear`: a weighted average of whole models (a "model soup").
+- `slerp`: spherical interpolation of two models, tensor by tensor: it follows the arc between two weight
+  vectors instead of the chord, so the result keeps their size, where a plain average of two vectors
+  pointing apart comes out shorter.
+- `task_arithmetic`: a finetune minus its base is a *task vector*; adding weighted task vectors to the
+  base adds skills (a negative weight removes one).
+Pruning before summing (task vectors interfere: one model's update is another's noise):
+- `ties`: TRIM each task vector to its largest `density` share of entries, ELECT a sign per entry (the
+  sign of the weighted sum), and take the DISJOINT MEAN of the entries that agree with it.
+- `dare`: DROP a random share (1 - density) of each task vector's entries and RESCALE the survivors by
+  1 / density, so the expected update is unchanged; then sum (`dare_linear`) or elect signs as TIES
+  does (`dare_ties`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+
+
+def _check_same_keys(models: list[StateDict]) -> None:
+    keys = set(models[0])
+    for model in models[1:]:
+        if set(model) != keys:
+            raise ValueError(f"models differ in tensors: {sorted(keys ^ set(model))[:3]}")
+
+
+def linear(models: list[StateDict], weights: list[float] | None = None, normalize: bool = True) -> StateDict:
+    """sum_i w_i * theta_i (divided by sum_i w_i when `normalize`): with equal weights, the average."""
+    _check_same_keys(models)
+    weights = weights or [1.0] * len(models)
+    total = sum(weights) if normalize else 1.0
+    return {name: sum(w * m[name].float() for w, m in zip(weights, models, strict=True)) / total
+            for name in models[0]}
+
+
+def slerp_tensor(a: torch.Tensor, b: torch.Tensor, t: float, dot_threshold: float = 0.9995) -> torch.Tensor:
+    """Spherical interpolation from `a` (t=0) to `b` (t=1), as mergekit does it: the angle between the two
+    flattened tensors decides the mix; when they are nearly parallel the arc is a line, so it lerps."""
+    a32, b32 = a.float(), b.float()
+    unit_a, unit_b = a32 / (a32.norm() + 1e-8), b32 / (b32.norm() + 1e-8)
+    dot = (unit_a * unit_b).sum().clamp(-1.0, 1.0)
+    if dot.abs() > dot_threshold:
+        return (1 - t) * a32 + t * b32
+    omega = torch.arccos(dot)
+    return (torch.sin((1 - t) * omega) * a32 + torch.sin(t * omega) * b32) / torch.sin(omega)
+
+
+def slerp(a: StateDict, b: StateDict, t: float) -> StateDict:
+    """`slerp_tensor` on every tensor: t=0 gives model a, t=1 model b."""
+    _check_same_keys([a, b])
+    return {name: slerp_tensor(a[name], b[name], t) for name in a}
+
+
+def task_vectors(base: StateDict, models: list[StateDict]) -> list[StateDict]:
+    """What each finetune changed: theta_i - theta_base, tensor by tensor."""
+    _check_same_keys([base, *models])
+    return [{name: m[name].float() - base[name].float() for name in base} for m in models]
+
+
+def task_arithmetic(base: StateDict, models: list[StateDict], weights: list[float] | None = None,
+                    scale: float = 1.0) -> StateDict:
+    """theta_base + scale * sum_i w_i * tau_i."""
+    vectors = task_vectors(base, models)
+    weights = weights or [1.0] * len(models)
+    return {name: base[name].float() + scale * sum(w * v[name] for w, v in zip(weights, vectors, strict=True))
+            for name in base}
+
+
+def trim(vector: torch.Tensor, density: float) -> torch.Tensor:
+    """Keep the `density` share of entries with the largest magnitude, zero the rest (TIES's first step)."""
+    if density >= 1:
+        return vector
+    k = int(density * vector.numel())
+    if k == 0:
+        return torch.zeros_like(vector)
+    threshold = vector.abs().flatten().kthvalue(vector.numel() - k + 1).values  # the k-th largest magnitude
+    return torch.where(vector.abs() >= threshold, vector, torch.zeros_like(vector))
+
+
+def elect_and_merge(vectors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """TIES's second and third steps on one tensor: each entry's sign is the sign of the weighted sum; the
+    weighted mean is then taken over the models whose entry has that sign (the others are left out)."""
+    weighted = torch.stack([w * v for w, v in zip(weights, vectors, strict=True)])
+    sign = torch.sign(weighted.sum(0))
+    agree = torch.sign(weighted) == sign
+    counted = torch.stack([torch.full_like(v, w) for w, v in zip(weights, vectors, strict=True)]) * agree
+    return (weighted * agree).sum(0) / counted.sum(0).clamp(min=1e-8)
+
+
+def ties(base: StateDict, models: list[StateDict], weights: list[float] | None = None, density: float = 0.5,
+         scale: float = 1.0) -> StateDict:
+    """TIES-merging: trim each task vector to `density`, elect signs, disjoint mean, add to the base."""
+    vectors = task_vectors(base, models)
+    weights = weights or [1.0] * len(models)
+    return {name: base[name].float() + scale * elect_and_merge([trim(v[name], density) for v in vectors], weights)
+            for name in base}
+
+
+def drop_and_rescale(vector: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE: zero each entry with probability 1 - density and divide the survivors by density."""
+    if density >= 1:
+        return vector
+    keep = torch.rand(vector.shape, generator=generator) < density
+    return torch.where(keep, vector / density, torch.zeros_like(vector))
+
+
+def dare(base: StateDict, models: list[StateDict], weights: list[float] | None = None, density: float = 0.5,
+         sign_election: bool = False, scale: float = 1.0, seed: int = 0) -> StateDict:
+    """DARE: drop and rescale each task vector, then sum them (dare_linear) or elect signs (dare_ties)."""
+    vectors = task_vectors(base, models)
+    weights = weights or [1.0] * len(models)
+    generator = torch.Generator().manual_seed(seed)
+    merged = {}
+    for name in base:
+        dropped = [drop_and_rescale(v[name], density, generator) for v in vectors]
+        update = (elect_and_merge(dropped, weights) if sign_election
+                  else sum(w * d for w, d in zip(weights, dropped, strict=True)))
+        merged[name] = base[name].float() + scale * update
+    return merged
