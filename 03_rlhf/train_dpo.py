@@ -31,7 +31,7 @@ try:  # a learner who runs the script outside .venv gets one line, not a traceba
     from ftlab.startup import TaskArguments, fail, parse_config, peek, prepare_output_dir
 except ModuleNotFoundError as e:
     raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (see README, Platforms)") from None
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
 
 METHODS = ("dpo", "kto", "orpo")
 
@@ -60,7 +60,6 @@ def trainer_classes(method: str):
 
 def main():
     import torch
-    from datasets import Dataset
     from trl import ModelConfig
 
     # ---- 1. Config: the method picks the config class; then dataclasses <- YAML <- flags ------------------
@@ -73,7 +72,7 @@ def main():
     from trl import get_peft_config
     from trl.data_utils import unpair_preference_dataset
 
-    from ftlab.data import DataError, load_preference, load_task
+    from ftlab.data import DataError, load_preference, load_task, preference_dataset
     from ftlab.evaluation import score_task
     from ftlab.models import ModelNotFound, load_causal_lm
     from ftlab.report import count_parameters, summarize, timed_train
@@ -96,9 +95,7 @@ def main():
         data = load_task(script_args)
     except DataError as e:
         fail(e)
-    columns = ("prompt", "chosen", "rejected")
-    train_dataset = Dataset.from_list([{k: p[k] for k in columns} for p in train_pairs])
-    eval_dataset = Dataset.from_list([{k: p[k] for k in columns} for p in held_out])
+    train_dataset, eval_dataset = preference_dataset(train_pairs), preference_dataset(held_out)
     if method == "kto":  # KTO wants single answers marked good (label True) or bad: each pair gives one of each
         train_dataset, eval_dataset = unpair_preference_dataset(train_dataset), unpair_preference_dataset(eval_dataset)
     print(f"data: {len(train_dataset)} training rows ({method}), {len(eval_dataset)} held out; {data.describe()}")

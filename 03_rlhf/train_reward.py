@@ -24,7 +24,7 @@ try:  # a learner who runs the script outside .venv gets one line, not a traceba
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
     raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (see README, Platforms)") from None
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
 
 
 @dataclass
@@ -60,7 +60,6 @@ def accuracy_by_kind(pairs, rewards) -> dict:
 
 def main():
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import ModelConfig, RewardConfig
 
@@ -69,7 +68,7 @@ def main():
 
     from trl import RewardTrainer, get_peft_config
 
-    from ftlab.data import DataError, load_preference
+    from ftlab.data import DataError, load_preference, preference_dataset
     from ftlab.models import ModelNotFound, load_causal_lm
     from ftlab.report import count_parameters, run_facts, save_metrics, timed_train
 
@@ -91,9 +90,7 @@ def main():
         train_pairs, held_out = load_preference(script_args.preference_file, script_args.eval_pairs)
     except DataError as e:
         fail(e)
-    columns = ("prompt", "chosen", "rejected")
-    train_dataset = Dataset.from_list([{k: p[k] for k in columns} for p in train_pairs])
-    eval_dataset = Dataset.from_list([{k: p[k] for k in columns} for p in held_out])
+    train_dataset, eval_dataset = preference_dataset(train_pairs), preference_dataset(held_out)
     print(f"data: {len(train_pairs)} training pairs, {len(held_out)} held out")
 
     trainer = RewardTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,

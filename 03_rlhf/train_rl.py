@@ -30,7 +30,7 @@ try:  # a learner who runs the script outside .venv gets one line, not a traceba
     from ftlab.startup import TaskArguments, fail, parse_config, peek, prepare_output_dir
 except ModuleNotFoundError as e:
     raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (see README, Platforms)") from None
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
 
 REWARDS = ("model", "json", "model+json")
 
@@ -73,15 +73,15 @@ def main():
     install()  # TRL's GRPO/RLOO log-probabilities, on a CPU or a Mac too (ftlab/trl_cpu.py)
     if script_args.rewards not in REWARDS:
         fail(f"--rewards {script_args.rewards!r}: must be one of {', '.join(REWARDS)}")
-    reward_funcs = []
-    if "model" in script_args.rewards.split("+"):  # a folder train_reward.py wrote: a one-number head
+    chosen, reward_funcs = script_args.rewards.split("+"), []
+    if "model" in chosen:  # a folder train_reward.py wrote: a one-number head
         rm = Path(script_args.reward_model)
         if not (rm / "config.json").is_file():
             fail(f"--reward_model {rm}: no model there; run 03_rlhf/train_reward.py first, or use --rewards json")
         if getattr(AutoConfig.from_pretrained(rm), "num_labels", None) != 1:
             fail(f"--reward_model {rm}: not a reward model (it needs one output, num_labels=1)")
         reward_funcs.append(str(rm))  # TRL loads it as AutoModelForSequenceClassification, with its tokenizer
-    if "json" in script_args.rewards.split("+"):
+    if "json" in chosen:
         reward_funcs.append(verifiable_reward)
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(reward_funcs):
         fail(f"--reward_weights has {len(training_args.reward_weights)} values for {len(reward_funcs)} rewards")
@@ -122,14 +122,13 @@ def main():
     history = trainer.state.log_history
     rewards = {"reward": "total", **{f"rewards/{name}/mean": name for name in trainer.reward_func_names}}
     out = Path(training_args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_curves(history, out / "reward_curve.png", {"mean reward": rewards, "KL to the reference": {"kl": "kl"},
-                                                     "completion tokens": {"completions/mean_length": "mean length"}})
     per_step = {key: [h[key] for h in history if key in h] for key in [*rewards, "kl", "completions/mean_length"]}
     summarize(str(out), f"03_rlhf {method} ({script_args.rewards})", before, after, train_seconds=train_seconds,
               parameters=parameters, log_history=history, eval_sets=data.eval_sets, questions=data.questions,
               answers={"before": before_answers, "after": after_answers},
               extra={"method": method, "rewards": script_args.rewards, "beta": training_args.beta, "per_step": per_step})
+    save_curves(history, out / "reward_curve.png", {"mean reward": rewards, "KL to the reference": {"kl": "kl"},
+                                                     "completion tokens": {"completions/mean_length": "mean length"}})
     print(f"                {out / 'reward_curve.png'}")
     trainer.save_model(str(out))
     print(f"saved model to {out}")

@@ -240,3 +240,11 @@ def load_preference(path: str | None = None, eval_pairs: int = 70) -> tuple[list
     if not 0 < eval_pairs < len(pairs):
         raise DataError(f"--eval_pairs {eval_pairs}: must be between 1 and {len(pairs) - 1} (the file has {len(pairs)} pairs)")
     return pairs[:-eval_pairs], pairs[-eval_pairs:]
+
+
+def preference_dataset(pairs: list[dict]):
+    """Preference pairs as a `datasets.Dataset` in TRL's explicit-prompt form: prompt, chosen, rejected (the
+    `error` label stays out: it is for reading results per kind of mistake, not for training)."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{key: pair[key] for key in ("prompt", "chosen", "rejected")} for pair in pairs])

@@ -127,6 +127,16 @@ def read_yaml_mapping(path: str) -> dict:
     return config
 
 
+def config_file(args: list[str]) -> dict:
+    """The mapping in the file `--config` names among `args` ({} without --config)."""
+    if "--config" not in args:
+        return {}
+    where = args.index("--config") + 1
+    if where == len(args):
+        raise ConfigError("--config needs a file: --config path/to/config.yaml")
+    return read_yaml_mapping(args[where])
+
+
 def given(name: str, args: list[str], config: dict) -> bool:
     """Whether the learner set `name` in the config file or as a flag (then no default of ours applies)."""
     return name in config or any(a == f"--{name}" or a.startswith(f"--{name}=") for a in args)
@@ -141,12 +151,10 @@ def peek(name: str, default: str, args: list[str] | None = None) -> str:
             return arg.split("=", 1)[1]
         if arg == f"--{name}" and i + 1 < len(args):
             return args[i + 1]
-    if "--config" in args and args.index("--config") + 1 < len(args):
-        try:
-            return str(read_yaml_mapping(args[args.index("--config") + 1]).get(name, default))
-        except ConfigError as e:
-            fail(str(e))
-    return default
+    try:
+        return str(config_file(args).get(name, default))
+    except ConfigError as e:
+        fail(str(e))
 
 
 def parse_config(*dataclass_types, args: list[str] | None = None):
@@ -162,12 +170,7 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
     parser = TrlParser(dataclass_types)
     known = {f.name for t in dataclass_types for f in fields(t)}
     try:
-        config = {}
-        if "--config" in args:
-            where = args.index("--config") + 1
-            if where == len(args):
-                raise ConfigError("--config needs a file: --config path/to/config.yaml")
-            config = read_yaml_mapping(args[where])
+        config = config_file(args)
         # A Linux-only package named by a key: say so before TrainingArguments tries to import it.
         if given("deepspeed", args, config) and (problem := missing("deepspeed")):
             raise ConfigError(problem)
