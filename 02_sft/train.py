@@ -12,6 +12,8 @@ Run from the repository root, inside the project's environment (`make setup` cre
     python 02_sft/train.py --config 02_sft/config.yaml --max_steps 4 --eval_samples 8   # a quick look
     python 02_sft/train.py --config 02_sft/config.yaml --use_peft --lora_r 16 --learning_rate 2e-3 \
         --output_dir runs/02_sft_lora                      # LoRA variant (05_peft_lora teaches it properly)
+    python 02_sft/train.py --config 02_sft/config.yaml --task describe \
+        --output_dir runs/07_b_describe          # the second task (JSON -> one sentence), for 07_model_merging
     python 02_sft/train.py --config 02_sft/config.yaml --resume true                    # continue a run
     tensorboard --logdir runs/02_sft                                                    # watch it
 

@@ -36,10 +36,10 @@ if __name__ == "__main__":  # run as a script: make the ftlab package (one folde
 
 from ftlab.data import ERROR_KINDS, as_sft
 from ftlab.metrics import score
-from ftlab.task import FIELDS, prompt_messages
+from ftlab.task import FIELDS, date_in_words, describe_messages, prompt_messages
 
 DEFAULT_SIZES = {"sft_train": 2000, "sft_eval": 100, "preference": 400, "rl_prompts": 300,
-                 "prose_train": 3000, "prose_eval": 200}
+                 "prose_train": 3000, "prose_eval": 200, "describe_train": 2000, "describe_eval": 100}
 P_MISSING = 0.22  # each field but the name is left out this often (the same in every frame)
 P_ONLY_NAME = 0.03  # and sometimes the text says nothing but the name: ~25% null per field in all
 P_OBFUSCATED = 0.08  # "ana dot ruiz at gmail dot com"
@@ -1503,9 +1503,51 @@ def make_prose(rng, split: str) -> str:
     chosen = ["born"] + rng.sample(topics[1:], rng.randint(3, 6)) + (["place"] if rng.random() < 0.5 else [])
     return " ".join(SLOT.sub(lambda m: values[m[1]], rng.choice(PROSE[topic])) for topic in chosen)
 
+# ====================================================================================================
+# 12. The second task (07_model_merging): the same people's JSON records -> one sentence that states each
+# fact. The record is the gold answer of an extraction example (train records for train, eval's for eval),
+# so the two tasks share their people and differ only in the skill. The sentence is composed, not templated:
+# a few ways to say each fact, in the record's order or shuffled, joined as English joins a list.
+# ====================================================================================================
+DESCRIBE = {
+    "age": ["is {age}", "is {age} years old", "is aged {age}", "is {age} years of age"],
+    "city": ["lives in {city}", "is based in {city}", "is from {city}", "lives in {city}", "calls {city} home"],
+    "email": ["can be reached at {email}", "uses the e-mail address {email}", "has the e-mail {email}",
+              "writes from {email}", "gets mail at {email}"],
+    "signup_date": ["signed up on {date}", "joined on {date}", "registered on {date}", "created an account on {date}",
+                    "has been a member since {date}"],
+}
+APPOSITIVE_AGE = ["{name}, {age},", "{name}, aged {age},", "{name} ({age})"]
+NAME_ONLY = ["{name} is on record, with no other details.", "The record gives only the name: {name}.",
+             "All that is known is the name, {name}."]
+
+
+def describe(rng, record: dict) -> str:
+    """One sentence stating every non-null field of `record` (the date written out), and nothing else."""
+    values = {"name": record["name"], "age": record["age"], "city": record["city"], "email": record["email"],
+              "date": date_in_words(record["signup_date"]) if record["signup_date"] else None}
+    facts = [f for f in FIELDS[1:] if record[f] is not None]
+    if not facts:
+        return rng.choice(NAME_ONLY).format(**values)
+    subject = "{name}"
+    if "age" in facts and len(facts) > 1 and rng.random() < 0.4:  # "Ana Ruiz, 34, lives in ..."
+        subject = rng.choice(APPOSITIVE_AGE)
+        facts.remove("age")
+    if rng.random() < 0.3:
+        rng.shuffle(facts)
+    clauses = [rng.choice(DESCRIBE[f]) for f in facts]
+    listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+    return f"{subject} {listed}.".format(**values)
+
+
+def make_describe(rng, examples: list[Example], n: int) -> list[Example]:
+    """The first n extraction examples' records, each as a describe example: its JSON in, one sentence out."""
+    return [Example(text=dumps(ex.target), target=ex.target, info={"sentence": describe(rng, ex.target)})
+            for ex in examples[:n]]
+
 
 def build(seed: int = 0, sizes: dict | None = None) -> dict[str, list[Example]]:
-    """All six splits. Each has its own random stream, so resizing one split leaves the others alone."""
+    """All eight splits. Each has its own random stream, so resizing one split leaves the others alone."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
 
     def stream(name):
@@ -1523,6 +1565,8 @@ def build(seed: int = 0, sizes: dict | None = None) -> dict[str, list[Example]]:
     built["prose_train"] = [make_prose(prose_rng, "train") for _ in range(sizes["prose_train"])]
     prose_rng = stream("prose_eval")
     built["prose_eval"] = [make_prose(prose_rng, "eval") for _ in range(sizes["prose_eval"])]
+    built["describe_train"] = make_describe(stream("describe_train"), train, sizes["describe_train"])
+    built["describe_eval"] = make_describe(stream("describe_eval"), built["sft_eval"], sizes["describe_eval"])
     assert not train_texts & {ex.text for ex in built["sft_eval"]}, "eval shares a text with train"
     assert not train_texts & {ex.text for ex in built["rl_prompts"]}, "an RL prompt copies a train text"
     return built
@@ -1532,6 +1576,8 @@ def to_record(split: str, ex: Example | str) -> dict:
     """The JSON line for one example, in the format TRL reads for that kind of training."""
     if split.startswith("prose"):
         return {"text": ex}  # plain text: what causal-LM (continued pre-training) datasets hold
+    if split.startswith("describe"):
+        return {"messages": describe_messages(ex.text) + [{"role": "assistant", "content": ex.info["sentence"]}]}
     answer = {"role": "assistant", "content": dumps(ex.target)}
     if split in ("sft_train", "sft_eval"):
         return as_sft(ex.text, ex.target)  # the same form ftlab.data gives the hand-written eval set
@@ -1547,7 +1593,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     for flag, split in (("--train", "sft_train"), ("--eval", "sft_eval"), ("--preference", "preference"),
                         ("--rl", "rl_prompts"),
-                        ("--prose", "prose_train"), ("--prose-eval", "prose_eval")):
+                        ("--prose", "prose_train"), ("--prose-eval", "prose_eval"),
+                        ("--describe", "describe_train"), ("--describe-eval", "describe_eval")):
         parser.add_argument(flag, type=int, default=DEFAULT_SIZES[split], dest=split,
                             help=f"lines in {split}.jsonl (default {DEFAULT_SIZES[split]})")
     args = parser.parse_args(argv)

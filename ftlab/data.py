@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from ftlab.task import FIELDS, prompt_messages
+from ftlab.task import DESCRIBE_PROMPT, FIELDS, prompt_messages, task_of
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 SPLITS = {"sft_train": "sft", "sft_eval": "sft", "preference": "preference", "rl_prompts": "rl",
-          "handwritten_eval": "handwritten", "general_probe": "probe", "prose_train": "text", "prose_eval": "text"}
+          "handwritten_eval": "handwritten", "general_probe": "probe", "prose_train": "text", "prose_eval": "text",
+          "describe_train": "describe", "describe_eval": "describe"}
 
 # The wrong answers in preference.jsonl, one per kind of mistake a base model makes.
 ERROR_KINDS = ("prose", "markdown_fence", "missing_key", "wrong_type", "unnormalised_date", "yaml",
@@ -25,7 +26,7 @@ ERROR_KINDS = ("prose", "markdown_fence", "missing_key", "wrong_type", "unnormal
 # Which top-level keys each kind of record has (no more, no fewer). The two hand-written files hold only
 # what a person wrote: a text and its answer (read back in sft form, with the prompt of ftlab.task), and
 # general questions with their accepted answers (the forgetting probe).
-KEYS = {"sft": ("messages",), "preference": ("prompt", "chosen", "rejected", "error"), "rl": ("prompt", "answer"),
+KEYS = {"sft": ("messages",), "describe": ("messages",), "preference": ("prompt", "chosen", "rejected", "error"), "rl": ("prompt", "answer"),
         "handwritten": ("text", "answer"), "probe": ("question", "answers"), "text": ("text",)}
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -114,6 +115,15 @@ def check_record(record, kind: str) -> None:
         if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
             raise ValueError("answers must be a non-empty list of strings")
         return
+    if kind == "describe":  # the second task (07_model_merging): a record's JSON in, one sentence out
+        check_messages(record["messages"], "messages", ("system", "user", "assistant"))
+        if record["messages"][0]["content"] != DESCRIBE_PROMPT:
+            raise ValueError("system prompt differs from ftlab.task.DESCRIBE_PROMPT")
+        check_target(record["messages"][1]["content"])
+        sentence = record["messages"][2]["content"]
+        if not sentence.strip() or "\n" in sentence:
+            raise ValueError("the answer must be one sentence on one line")
+        return
     if kind == "sft":
         check_messages(record["messages"], "messages", ("system", "user", "assistant"))
         check_prompt(record["messages"])
@@ -178,7 +188,10 @@ def load_split(name: str) -> list[dict]:
 
 
 def gold_of(example: dict) -> dict:
-    """The correct answer of an sft, rl or preference record, as a dict."""
+    """The correct answer of an sft, rl or preference record, as a dict; for a describe record, the record it
+    describes (what its sentence is scored against)."""
+    if "messages" in example and task_of(example["messages"]) == "describe":
+        return json.loads(example["messages"][1]["content"])
     if "messages" in example:
         return json.loads(example["messages"][-1]["content"])
     if "answer" in example:
@@ -199,7 +212,8 @@ class TaskData:
     """What every lesson trains and scores on: training rows, named eval sets, and the forgetting probe."""
 
     train: list[dict]
-    eval_sets: dict[str, list[dict]]  # "synthetic" (the generator's held-out shapes), "handwritten"
+    eval_sets: dict[str, list[dict]]  # "synthetic" (the generator's held-out shapes), "handwritten"; the describe
+    # task has one set, "synthetic" (its input is a record, not written text, so there is no hand-written set)
     questions: list[dict]
 
     def sft_datasets(self):
@@ -221,14 +235,19 @@ def load_task(args) -> TaskData:
     """Read the files named by a script's `TaskArguments` (defaults in data/); raise DataError on a bad line.
 
     `--handwritten_file none` / `--probe_file none` skip a set; `--eval_samples N` keeps the first N synthetic
-    eval examples (generation is slow on a CPU: a fixed subset keeps before/after comparable)."""
+    eval examples (generation is slow on a CPU: a fixed subset keeps before/after comparable). `--task describe`
+    reads the second task's files (describe_train/describe_eval.jsonl) instead."""
 
     def optional(path, default, kind):
         return [] if path and path.lower() == "none" else read_jsonl(path or DATA_DIR / default, kind)
 
-    train = read_jsonl(args.train_file or DATA_DIR / "sft_train.jsonl", "sft")
-    synthetic = read_jsonl(args.eval_file or DATA_DIR / "sft_eval.jsonl", "sft")[: args.eval_samples or None]
-    handwritten = optional(args.handwritten_file, "handwritten_eval.jsonl", "handwritten")
+    task = getattr(args, "task", "extract")
+    if task not in ("extract", "describe"):
+        raise DataError(f"--task {task!r}: must be extract (text -> JSON) or describe (JSON -> one sentence)")
+    kind = "sft" if task == "extract" else "describe"  # also the files' prefix: sft_train.jsonl, describe_train.jsonl
+    train = read_jsonl(args.train_file or DATA_DIR / f"{kind}_train.jsonl", kind)
+    synthetic = read_jsonl(args.eval_file or DATA_DIR / f"{kind}_eval.jsonl", kind)[: args.eval_samples or None]
+    handwritten = optional(args.handwritten_file, "handwritten_eval.jsonl", "handwritten") if task == "extract" else []
     questions = optional(args.probe_file, "general_probe.jsonl", "probe")
     return TaskData(train, {"synthetic": synthetic, **({"handwritten": handwritten} if handwritten else {})}, questions)
 

@@ -7,7 +7,8 @@ as cheap as it can be without changing a single score:
 - the system prompt that every task prompt starts with is computed once per batch, not once per row;
 - an answer that cannot become valid JSON any more (it starts with prose, or a ``` fence) is stopped
   after a few tokens: the strict metric scores it wrong whatever follows, and the untrained model
-  would otherwise write prose up to the token budget on every example.
+  would otherwise write prose up to the token budget on every example. A describe answer (one sentence)
+  is stopped once it starts a second line, for the same reason.
 Greedy decoding (no sampling) makes before/after comparisons deterministic.
 """
 
@@ -20,23 +21,33 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ftlab.data import gold_of
-from ftlab.metrics import probe_score, score
+from ftlab.metrics import describe_score, probe_score, score
 from ftlab.models import has_soft_prompt
+from ftlab.task import task_of
 
 
-class StopWhenNotJSON(StoppingCriteria):
-    """Stop a row once its answer, `shown` tokens long, does not start with "{": it can no longer be valid."""
+def not_json(text: str) -> bool:
+    """An answer that does not start with "{" can no longer be one JSON object (the extract task)."""
+    return bool(text.strip()) and not text.lstrip().startswith("{")
 
-    def __init__(self, tokenizer, prompt_length: int, shown: int = 16):
-        self.tokenizer, self.prompt_length, self.shown = tokenizer, prompt_length, shown
+
+def not_one_line(text: str) -> bool:
+    """An answer that has started a second line can no longer be one sentence (the describe task)."""
+    return "\n" in text.strip()
+
+
+class StopWhenHopeless(StoppingCriteria):
+    """Stop a row once its answer, `shown` tokens long, can no longer score (`hopeless(text)` is true)."""
+
+    def __init__(self, tokenizer, prompt_length: int, hopeless=not_json, shown: int = 16):
+        self.tokenizer, self.prompt_length, self.hopeless, self.shown = tokenizer, prompt_length, hopeless, shown
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
         new = input_ids[:, self.prompt_length:]
         if new.shape[1] < self.shown:  # keep a few tokens, so a learner sees what the model was saying
             return torch.zeros(len(new), dtype=torch.bool, device=input_ids.device)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return torch.tensor([bool(t.strip()) and not t.lstrip().startswith("{") for t in texts],
-                            device=input_ids.device)
+        return torch.tensor([self.hopeless(t) for t in texts], device=input_ids.device)
 
 
 def common_prefix_length(token_lists: list[list[int]]) -> int:
@@ -50,12 +61,13 @@ def common_prefix_length(token_lists: list[list[int]]) -> int:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 80, batch_size: int = 32,
-             stop_when_not_json: bool = False, min_shared: int = 32) -> list[str]:
+             hopeless=None, min_shared: int = 32) -> list[str]:
     """Greedy completions (special tokens stripped) for chat `prompts`, in the order given.
 
     Prompts that begin with the same tokens (every task prompt starts with the same ~90-token system
     prompt) have that prefix computed once per batch: its keys and values are repeated for each row, and
-    the rows continue from there. Each row is then [prefix][padding][its own text], the padding masked out."""
+    the rows continue from there. Each row is then [prefix][padding][its own text], the padding masked out.
+    `hopeless(text)`, if given, stops a row whose answer can no longer score (`StopWhenHopeless`)."""
     was_training = model.training
     model.eval()
     if has_soft_prompt(model):
@@ -80,7 +92,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
             cache = model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
             cache.batch_repeat_interleave(len(rows))
             extra["past_key_values"] = cache
-        stop = StoppingCriteriaList([StopWhenNotJSON(tokenizer, ids.shape[1])] if stop_when_not_json else [])
+        stop = StoppingCriteriaList([StopWhenHopeless(tokenizer, ids.shape[1], hopeless)] if hopeless else [])
         new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              stopping_criteria=stop, pad_token_id=pad, **extra)[:, ids.shape[1]:]
         for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
@@ -90,10 +102,15 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
 
 
 def evaluate(model, tokenizer, examples: list[dict], **generate_kwargs) -> tuple[dict, list[str]]:
-    """Score the model on SFT-format `examples`; return (scores, predictions)."""
+    """Score the model on SFT-format `examples` of one task (extract or describe, read from the system prompt)
+    with that task's metric; return (scores, predictions)."""
+    tasks = {task_of(ex["messages"]) for ex in examples}
+    if len(tasks) != 1:
+        raise ValueError(f"an eval set holds one task, this one holds {sorted(tasks)}")
+    metric, hopeless = (score, not_json) if tasks == {"extract"} else (describe_score, not_one_line)
     prompts = [ex["messages"][:-1] for ex in examples]
-    predictions = generate(model, tokenizer, prompts, stop_when_not_json=True, **generate_kwargs)
-    return score(predictions, [gold_of(ex) for ex in examples]), predictions
+    predictions = generate(model, tokenizer, prompts, hopeless=hopeless, **generate_kwargs)
+    return metric(predictions, [gold_of(ex) for ex in examples]), predictions
 
 
 def ask(model, tokenizer, questions: list[dict], max_new_tokens: int = 32, batch_size: int = 32

@@ -1,8 +1,9 @@
 """Model merging, readable: each method on plain state dicts ({name: tensor}), in a few lines.
 
 Merging adapts a model with no training at all: it combines the weights of models finetuned from one
-base. mergekit is the tool to use on real models (`mergekit==0.1.5` resolves beside this project's pins);
-this module is the arithmetic behind its methods, written to be read, on state dicts in and out.
+base. mergekit is the tool to use on real models (07_model_merging drives it with YAML files); this
+module is the arithmetic behind its methods, written to be read, with mergekit 0.1.5's conventions, so
+that tests/test_merging.py can check it against mergekit tensor for tensor.
 
 Summing:
 - `linear`: a weighted average of whole models (a "model soup").
@@ -14,12 +15,15 @@ Summing:
 Pruning before summing (task vectors interfere: one model's update is another's noise):
 - `ties`: TRIM each task vector to its largest `density` share of entries, ELECT a sign per entry (the
   sign of the weighted sum), and take the DISJOINT MEAN of the entries that agree with it.
-- `dare`: DROP a random share (1 - density) of each task vector's entries and RESCALE the survivors by
-  1 / density, so the expected update is unchanged; then sum (`dare_linear`) or elect signs as TIES
-  does (`dare_ties`).
+- `dare`: DROP a random share (1 - density) of each task vector's entries and RESCALE the survivors so
+  the update keeps its size; then sum (`dare_linear`) or elect signs as TIES does (`dare_ties`).
+Stacking:
+- `stack_layers`: a deeper model from slices of the layers of one or more models ("frankenmerging").
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -43,32 +47,32 @@ def linear(models: list[StateDict], weights: list[float] | None = None, normaliz
 
 
 def slerp_tensor(a: torch.Tensor, b: torch.Tensor, t: float, dot_threshold: float = 0.9995) -> torch.Tensor:
-    """Spherical interpolation from `a` (t=0) to `b` (t=1), as mergekit does it: the angle between the two
-    flattened tensors decides the mix; when they are nearly parallel the arc is a line, so it lerps."""
+    """Spherical interpolation from `a` (t=0) to `b` (t=1): the angle between the two flattened tensors
+    decides the mix; when they are nearly parallel (or opposite) the arc is a line, so it lerps."""
     a32, b32 = a.float(), b.float()
-    unit_a, unit_b = a32 / (a32.norm() + 1e-8), b32 / (b32.norm() + 1e-8)
+    unit_a, unit_b = a32 / a32.norm().clamp(min=1e-8), b32 / b32.norm().clamp(min=1e-8)
     dot = (unit_a * unit_b).sum().clamp(-1.0, 1.0)
     if dot.abs() > dot_threshold:
         return (1 - t) * a32 + t * b32
-    omega = torch.arccos(dot)
+    omega = torch.arccos(dot)  # the angle between them
     return (torch.sin((1 - t) * omega) * a32 + torch.sin(t * omega) * b32) / torch.sin(omega)
 
 
 def slerp(a: StateDict, b: StateDict, t: float) -> StateDict:
-    """`slerp_tensor` on every tensor: t=0 gives model a, t=1 model b."""
+    """`slerp_tensor` on every tensor: t=0 gives model a (mergekit's `base_model`), t=1 model b."""
     _check_same_keys([a, b])
     return {name: slerp_tensor(a[name], b[name], t) for name in a}
 
 
 def task_vectors(base: StateDict, models: list[StateDict]) -> list[StateDict]:
-    """What each finetune changed: theta_i - theta_base, tensor by tensor."""
+    """What each finetune changed: tau_i = theta_i - theta_base, tensor by tensor."""
     _check_same_keys([base, *models])
     return [{name: m[name].float() - base[name].float() for name in base} for m in models]
 
 
 def task_arithmetic(base: StateDict, models: list[StateDict], weights: list[float] | None = None,
                     scale: float = 1.0) -> StateDict:
-    """theta_base + scale * sum_i w_i * tau_i."""
+    """theta_base + scale * sum_i w_i * tau_i (mergekit's `lambda` is `scale`)."""
     vectors = task_vectors(base, models)
     weights = weights or [1.0] * len(models)
     return {name: base[name].float() + scale * sum(w * v[name] for w, v in zip(weights, vectors, strict=True))
@@ -76,24 +80,26 @@ def task_arithmetic(base: StateDict, models: list[StateDict], weights: list[floa
 
 
 def trim(vector: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the `density` share of entries with the largest magnitude, zero the rest (TIES's first step)."""
+    """Keep the `density` share of entries with the largest magnitude (at least one), zero the rest."""
     if density >= 1:
         return vector
-    k = int(density * vector.numel())
-    if k == 0:
-        return torch.zeros_like(vector)
-    threshold = vector.abs().flatten().kthvalue(vector.numel() - k + 1).values  # the k-th largest magnitude
-    return torch.where(vector.abs() >= threshold, vector, torch.zeros_like(vector))
+    k = max(1, int(density * vector.numel()))
+    keep = torch.zeros(vector.numel(), dtype=torch.bool)
+    keep[vector.abs().flatten().argsort(descending=True)[:k]] = True
+    return torch.where(keep.view_as(vector), vector, torch.zeros_like(vector))
 
 
-def elect_and_merge(vectors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """TIES's second and third steps on one tensor: each entry's sign is the sign of the weighted sum; the
-    weighted mean is then taken over the models whose entry has that sign (the others are left out)."""
+def elect_and_merge(vectors: list[torch.Tensor], weights: list[float], normalize: bool = True) -> torch.Tensor:
+    """TIES's second and third steps on one tensor: each entry's sign is the sign of the weighted sum (+ on a
+    tie); only the models whose entry has that sign count, averaged by their weights when `normalize`."""
     weighted = torch.stack([w * v for w, v in zip(weights, vectors, strict=True)])
-    sign = torch.sign(weighted.sum(0))
+    sign = torch.where(weighted.sum(0) >= 0, 1.0, -1.0)
     agree = torch.sign(weighted) == sign
-    counted = torch.stack([torch.full_like(v, w) for w, v in zip(weights, vectors, strict=True)]) * agree
-    return (weighted * agree).sum(0) / counted.sum(0).clamp(min=1e-8)
+    merged = (weighted * agree).sum(0)
+    if not normalize:
+        return merged
+    counted = (torch.tensor(weights).view(-1, *[1] * vectors[0].dim()) * agree).sum(0)
+    return merged / torch.where(counted == 0, 1.0, counted)
 
 
 def ties(base: StateDict, models: list[StateDict], weights: list[float] | None = None, density: float = 0.5,
@@ -105,24 +111,52 @@ def ties(base: StateDict, models: list[StateDict], weights: list[float] | None =
             for name in base}
 
 
-def drop_and_rescale(vector: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
-    """DARE: zero each entry with probability 1 - density and divide the survivors by density."""
+def drop_and_rescale(vector: torch.Tensor, density: float, keep: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """DARE: zero each entry with probability 1 - density (or where `keep` is False), then scale the survivors
+    so their absolute values add up to what the whole vector's did. The paper divides by `density` instead:
+    the same factor on average; mergekit matches the L1 norm exactly, and so does this."""
     if density >= 1:
         return vector
-    keep = torch.rand(vector.shape, generator=generator) < density
-    return torch.where(keep, vector / density, torch.zeros_like(vector))
+    if keep is None:
+        keep = torch.rand(vector.shape, generator=generator) < density
+    kept = torch.where(keep, vector, torch.zeros_like(vector))
+    before, after = vector.abs().sum(), kept.abs().sum()
+    return kept if before < 1e-7 or after < 1e-7 else kept * (before / after)
 
 
 def dare(base: StateDict, models: list[StateDict], weights: list[float] | None = None, density: float = 0.5,
          sign_election: bool = False, scale: float = 1.0, seed: int = 0) -> StateDict:
-    """DARE: drop and rescale each task vector, then sum them (dare_linear) or elect signs (dare_ties)."""
+    """DARE: drop and rescale each task vector, then sum them (dare_linear) or keep only the entries that agree
+    with the elected sign and sum those (dare_ties). Neither averages: the rescaled updates add up."""
     vectors = task_vectors(base, models)
     weights = weights or [1.0] * len(models)
     generator = torch.Generator().manual_seed(seed)
     merged = {}
     for name in base:
-        dropped = [drop_and_rescale(v[name], density, generator) for v in vectors]
-        update = (elect_and_merge(dropped, weights) if sign_election
+        dropped = [drop_and_rescale(v[name], density, generator=generator) for v in vectors]
+        update = (elect_and_merge(dropped, weights, normalize=False) if sign_election
                   else sum(w * d for w, d in zip(weights, dropped, strict=True)))
         merged[name] = base[name].float() + scale * update
     return merged
+
+
+LAYER = re.compile(r"^(.*\.layers\.)(\d+)(\..*)$")  # model.layers.7.mlp.up_proj.weight
+
+
+def stack_layers(slices: list[tuple[StateDict, int, int]]) -> StateDict:
+    """A deeper model: layers [start, end) of each (model, start, end) in order, renumbered from 0. What comes
+    before the layers (the embeddings) is taken from the first slice's model, what comes after them (the final
+    norm, an untied head) from the last's, as mergekit's passthrough does. Set the config's `num_hidden_layers`
+    to the new count."""
+    first, last = slices[0][0], slices[-1][0]
+    stacked = {name: (first if "embed" in name else last)[name] for name in first if not LAYER.match(name)}
+    new_index = 0
+    for model, start, end in slices:
+        for i in range(start, end):
+            for name, t in model.items():
+                m = LAYER.match(name)
+                if m and int(m[2]) == i:
+                    stacked[f"{m[1]}{new_index}{m[3]}"] = t
+            new_index += 1
+    return stacked

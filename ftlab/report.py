@@ -14,6 +14,7 @@ import torch
 
 from ftlab.data import gold_of
 from ftlab.metrics import format_scores
+from ftlab.task import task_of
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -127,9 +128,14 @@ def save_loss_curve(log_history: list[dict], path: Path) -> bool:
 
 def write_predictions(path: Path, eval_sets: dict[str, list[dict]], questions: list[dict] | None,
                       answers: dict[str, dict | None]) -> None:
-    """One line per eval example (and probe question): its set, text, gold and each model's answer."""
+    """One line per eval example (and probe question): its set, text, gold and each model's answer (the gold of
+    a describe example is the reference sentence; any sentence stating the same facts scores as well)."""
+
+    def gold(ex):
+        return gold_of(ex) if task_of(ex["messages"]) == "extract" else ex["messages"][-1]["content"]
+
     with open(path, "w", encoding="utf-8") as f:
-        rows = [(name, i, ex["messages"][1]["content"], gold_of(ex))
+        rows = [(name, i, ex["messages"][1]["content"], gold(ex))
                 for name, examples in eval_sets.items() for i, ex in enumerate(examples)]
         rows += [("probe", i, q["question"], q["answers"]) for i, q in enumerate(questions or [])]
         for name, i, text, gold in rows:
@@ -182,11 +188,70 @@ def summarize(output_dir: str, technique: str, before: dict | None, after: dict,
     """Print the before/after table and resource use; write metrics.json, predictions.jsonl, loss_curve.png.
 
     `before`/`after` map each eval set's name (and "probe") to its scores, as `evaluation.evaluate_all` returns."""
-    metrics = {"technique": technique, "before": before, "after": after,
+    first = next(iter(eval_sets.values()))[0]
+    metrics = {"technique": technique, "task": task_of(first["messages"]), "before": before, "after": after,
                **run_facts(train_seconds, parameters, log_history, tokens_seen), **(extra or {})}
-    print(f"\n== {technique}: task scores (greedy) ==")
+    print(f"\n== {technique}: {metrics['task']} task scores (greedy) ==")
     print(format_scores(before, after))
     save_metrics(output_dir, metrics, log_history)
     write_predictions(Path(output_dir) / "predictions.jsonl", eval_sets, questions, answers)
     print(f"                {Path(output_dir) / 'predictions.jsonl'}")
     return metrics
+
+
+# ---- Merges (07_model_merging): each model scored on both tasks -------------------------------------------
+def merge_table(rows: list[dict], a_own: float | None, b_own: float | None) -> str:
+    """A markdown table, one row per model: its exact-match score on each task and, when A's and B's own scores
+    are known, the share of each a merge keeps (extract against A's, describe against B's)."""
+    keeps = a_own is not None and b_own is not None
+
+    def share(score: float, own: float) -> str:
+        return f"{score / own:.0%}" if own else "-"
+
+    head = "| model | layers | parameters | merge s | extract exact | describe exact |"
+    head += " keeps of A (extract) | keeps of B (describe) |" if keeps else ""
+    lines = [head, "|" + "---|" * head.count(" |")]
+    for r in rows:
+        extract, describe = r["scores"]["extract"]["exact_match"], r["scores"]["describe"]["exact_match"]
+        line = (f"| {r['model']} | {r['layers']} | {r['parameters'] / 1e6:.1f}M | {r.get('merge_seconds', '-')} |"
+                f" {extract:.1%} | {describe:.1%} |")
+        if keeps:
+            line += f" {share(extract, a_own)} | {share(describe, b_own)} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: list[dict], path: Path, a_own: float | None = None, b_own: float | None = None) -> bool:
+    """Exact match on both tasks against each recipe's knob (one panel per knob: t, density, lambda), with A's
+    and B's own scores as dotted lines; False if no row has a knob."""
+    swept = [r for r in rows if r.get("knob") and r.get("value") is not None]
+    if not swept:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    knobs = sorted({r["knob"] for r in swept})
+    fig, axes = plt.subplots(1, len(knobs), figsize=(6.5 * len(knobs), 4), squeeze=False)
+    for ax, knob in zip(axes[0], knobs, strict=True):
+        recipes = list(dict.fromkeys(r["recipe"] for r in swept if r["knob"] == knob))
+        for i, recipe in enumerate(recipes):  # markers differ too: two recipes can give the same scores
+            points = sorted(((r["value"], r["scores"]) for r in swept if r["recipe"] == recipe), key=lambda p: p[0])
+            xs = [x for x, _ in points]
+            for task, style in (("extract", "-"), ("describe", "--")):
+                ax.plot(xs, [100 * s[task]["exact_match"] for _, s in points], style, marker="osx^vD"[i % 6],
+                        markersize=9 - 3 * (i % 2), color=f"C{i}", label=f"{recipe}: {task}")
+        for own, label in ((a_own, "A on extract"), (b_own, "B on describe")):
+            if own is not None:
+                ax.axhline(100 * own, color="gray", linestyle=":", linewidth=1)
+                ax.text(ax.get_xlim()[0], 100 * own, f" {label}", color="gray", va="bottom", fontsize=8)
+        ax.set_xlabel(knob + (" (0 = A, 1 = B)" if knob == "t" else ""))
+        ax.set_ylabel("exact match, %")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -65,8 +65,12 @@ def fail(message: str):
 # ---- The arguments every lesson script shares (each adds its own in a subclass) ---------------------------
 @dataclass
 class TaskArguments:
-    train_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_train.jsonl"})
-    eval_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_eval.jsonl"})
+    task: str = field(default="extract", metadata={
+        "help": "extract (text -> JSON, every folder's task) or describe (JSON -> one sentence, the second skill "
+                "07_model_merging merges in); picks the default data files and the metric",
+        "choices": ("extract", "describe")})
+    train_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_train.jsonl (describe_train for --task describe)"})
+    eval_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_eval.jsonl (describe_eval for --task describe)"})
     eval_samples: int = field(default=40, metadata={"help": "synthetic eval examples used (0 = all): eval loss + scores"})
     handwritten_file: str | None = field(
         default=None, metadata={"help": "hand-written eval set (text + answer); default data/handwritten_eval.jsonl, "

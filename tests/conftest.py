@@ -25,10 +25,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32) -> Path:
+def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
     """Write a ~100k-parameter Llama and its tokenizer to `path`; deterministic for a given seed.
 
-    `hidden=64` gives layers as wide as one bitsandbytes 4-bit block (64 weights), which its CPU path needs."""
+    `hidden=64` gives layers as wide as one bitsandbytes 4-bit block (64 weights), which its CPU path needs;
+    `layers=30` has SmolLM2-135M's depth, for recipes that name its layer ranges (07's passthrough)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -49,7 +50,7 @@ def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32) -> Path:
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)

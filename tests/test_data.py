@@ -19,8 +19,10 @@ from ftlab.data import (
 from ftlab.metrics import score
 from ftlab.task import FIELDS, prompt_messages
 
-SPLITS = ["sft_train", "sft_eval", "preference", "rl_prompts", "prose_train", "prose_eval"]
-SMALL = ["--train", "40", "--eval", "10", "--preference", "14", "--rl", "10", "--prose", "20", "--prose-eval", "5"]
+SPLITS = ["sft_train", "sft_eval", "preference", "rl_prompts", "prose_train", "prose_eval", "describe_train",
+          "describe_eval"]
+SMALL = ["--train", "40", "--eval", "10", "--preference", "14", "--rl", "10", "--prose", "20", "--prose-eval", "5",
+         "--describe", "40", "--describe-eval", "10"]
 
 
 def load_generator():
@@ -392,3 +394,38 @@ def test_prose_is_plain_text_about_the_task_world_with_eval_people_of_its_own(bu
     assert sum(any(city in text for city in eval_only) for text in held) > len(held) // 4
     emails = sum("@" in text for text in train)
     assert 0.3 * len(train) < emails < len(train)  # e-mail addresses in some paragraphs, not all
+
+
+# --- The second task (describe): the same people's records, each sentence right by its own metric.
+@pytest.mark.parametrize("task_split", [("describe_train", "sft_train"), ("describe_eval", "sft_eval")])
+def test_describe_records_are_the_extraction_golds_of_the_same_people(task_split):
+    describe, extract = task_split
+    records = [gold_of(r) for r in load_split(describe)]
+    assert records == [gold_of(r) for r in load_split(extract)][: len(records)]
+
+
+def test_every_reference_sentence_scores_right_and_they_vary():
+    from ftlab.metrics import describe_score
+
+    rows = load_split("describe_train")
+    sentences = [r["messages"][-1]["content"] for r in rows]
+    result = describe_score(sentences, [gold_of(r) for r in rows])
+    assert result["exact_match"] == 1 and result["invented"] == 0
+    assert len(set(sentences)) == len(sentences)
+    # the facts are said in several ways: no one way of stating the e-mail covers most sentences
+    ways = Counter(next(c for c in gen.DESCRIBE["email"] if c.split(" {")[0] in s)
+                   for s, r in zip(sentences, rows, strict=True) if gold_of(r)["email"])
+    assert len(ways) == len(gen.DESCRIBE["email"]) and max(ways.values()) < 0.35 * sum(ways.values())
+
+
+def test_a_describe_line_with_the_wrong_prompt_or_two_lines_is_refused(tmp_path):
+    row = load_split("describe_eval")[0]
+    bad_prompt = json.loads(json.dumps(row))
+    bad_prompt["messages"][0]["content"] = prompt_messages("x")[0]["content"]
+    two_lines = json.loads(json.dumps(row))
+    two_lines["messages"][2]["content"] = "Ana is 30.\nShe lives in Porto."
+    for bad, message in ((bad_prompt, "DESCRIBE_PROMPT"), (two_lines, "one line")):
+        path = tmp_path / "d.jsonl"
+        path.write_text(json.dumps(bad) + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=message):
+            read_jsonl(path, "describe")

@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftlab.data import load_split
-from ftlab.evaluation import StopWhenNotJSON, common_prefix_length, evaluate, generate
+from ftlab.evaluation import StopWhenHopeless, common_prefix_length, evaluate, generate, not_json, not_one_line
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,32 @@ def test_common_prefix_length():
 
 class Words:
     """A stand-in tokenizer: token i decodes to WORDS[i]."""
-    WORDS = ("", "{", '"name"', "Sure", "!", " Here")
+    WORDS = ("", "{", '"name"', "Sure", "!", " Here", "\n")
 
     def batch_decode(self, rows, skip_special_tokens=True):
         return ["".join(self.WORDS[t] for t in row) for row in rows.tolist()]
 
 
 def test_stops_only_answers_that_can_no_longer_be_json():
-    stop = StopWhenNotJSON(Words(), prompt_length=1, shown=2)
+    stop = StopWhenHopeless(Words(), prompt_length=1, hopeless=not_json, shown=2)
     rows = torch.tensor([[0, 3, 4], [0, 1, 2], [0, 0, 0]])  # prose, JSON so far, nothing yet
     assert stop(rows, None).tolist() == [True, False, False]
     assert stop(rows[:, :2], None).tolist() == [False, False, False]  # fewer than `shown` new tokens
+
+
+def test_stops_a_sentence_once_it_starts_a_second_line():
+    stop = StopWhenHopeless(Words(), prompt_length=1, hopeless=not_one_line, shown=2)
+    rows = torch.tensor([[0, 3, 5, 6, 5], [0, 3, 4, 5, 5], [0, 6, 3, 4, 5]])  # two lines; one; a leading newline
+    assert stop(rows, None).tolist() == [True, False, False]
+
+
+def test_evaluate_uses_the_describe_metric_for_describe_examples(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    examples = load_split("describe_eval")[:3]
+    scores, predictions = evaluate(model, tokenizer, examples, max_new_tokens=6, batch_size=3)
+    assert "one_sentence" in scores and "valid_json" not in scores and len(predictions) == 3
+    with pytest.raises(ValueError, match="one task"):
+        evaluate(model, tokenizer, examples + load_split("sft_eval")[:1], max_new_tokens=2)
 
 
 def test_evaluate_scores_in_the_order_given(model_and_tokenizer):
@@ -56,4 +71,4 @@ def test_evaluate_scores_in_the_order_given(model_and_tokenizer):
     scores, predictions = evaluate(model, tokenizer, examples, max_new_tokens=6, batch_size=2)
     assert scores["n"] == 5 and len(predictions) == 5
     assert predictions == generate(model, tokenizer, [e["messages"][:-1] for e in examples], max_new_tokens=6,
-                                   batch_size=5, stop_when_not_json=True)
+                                   batch_size=5, hopeless=not_json)

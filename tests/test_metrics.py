@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ftlab.metrics import answers_question, format_scores, parse_json_object, probe_score, score
+from ftlab.metrics import answers_question, describe_score, format_scores, parse_json_object, probe_score, score
 from ftlab.task import FIELDS
 
 DROP = object()  # answer(email=DROP) leaves the key out
@@ -123,3 +123,45 @@ def test_format_scores_without_before():
     table = format_scores(None, {"synthetic": score([answer()], [GOLD])})
     assert "before" not in table and "100.0%" in table
     assert len({len(line) for line in table.splitlines()[1:]}) == 1  # aligned columns
+
+
+# ---- The describe task: one sentence, every fact in its form, nothing made up.
+RECORD = {"name": "Ana Ruiz", "age": 34, "city": "Porto", "email": "ana.ruiz7@gmail.com", "signup_date": "2021-03-05"}
+
+
+@pytest.mark.parametrize("sentence, right", [
+    ("Ana Ruiz is 34, lives in Porto, uses ana.ruiz7@gmail.com and joined on March 5, 2021.", True),
+    ("Ana Ruiz (34) joined on March 5, 2021, lives in Porto and writes from ana.ruiz7@gmail.com.", True),
+    ("Ana Ruiz is 34, lives in Porto, uses ana.ruiz7@gmail.com and joined on 2021-03-05.", False),  # ISO date
+    ("Ana Ruiz is 34, lives in Porto and joined on March 5, 2021.", False),  # the e-mail left out
+    ("Ana Ruiz is 34, lives in Porto, uses ana.ruiz7@gmail.com and joined on March 5, 2021", False),  # no "."
+    ("Ana Ruiz is 34, lives in porto, uses ana.ruiz7@gmail.com and joined on March 5, 2021.", False),  # not copied
+    ("Ana Ruiz is 34,\nlives in Porto, uses ana.ruiz7@gmail.com and joined on March 5, 2021.", False),  # 2 lines
+    ("Ana Ruiz is 34, lives in Porto (pop. 230000), uses ana.ruiz7@gmail.com and joined on March 5, 2021.",
+     False),  # a number the record does not hold
+    ("Ana Ruiz is 34, lives in Porto, uses ana.ruiz7@gmail.com or ana@work.pt and joined on March 5, 2021.",
+     False),  # another address
+])
+def test_describe_score_one_sentence(sentence, right):
+    assert describe_score([sentence], [RECORD])["exact_match"] == right
+
+
+def test_describe_score_nulls_must_not_be_spoken_and_age_is_not_read_from_the_date():
+    record = {**RECORD, "age": 21, "email": None, "signup_date": "2021-03-21"}
+    assert describe_score(["Ana Ruiz lives in Porto and joined on March 21, 2021."], [record])["fields"]["age"] == 0
+    said_null = describe_score(["Ana Ruiz is 21, lives in Porto, e-mail unknown, joined on March 21, 2021."], [record])
+    assert said_null["exact_match"] == 0 and said_null["invented"] == 1 and said_null["fields"]["age"] == 1
+
+
+def test_describe_score_fields_count_only_records_that_hold_the_field():
+    records = [RECORD, {**RECORD, "email": None}]
+    result = describe_score(["Ana Ruiz, 34, lives in Porto.", "Ana Ruiz, 34, lives in Porto."], records)
+    assert result["fields"]["email"] == 0 and result["fields"]["city"] == 1 and result["exact_match"] == 0
+    assert result["one_sentence"] == 1 and result["n"] == 2
+
+
+def test_format_scores_mixes_tasks_with_a_dash_where_a_measure_is_not_the_sets():
+    after = {"extract": score([answer()], [GOLD]), "describe": describe_score(["Ana Ruiz."], [RECORD])}
+    table = format_scores(None, after)
+    assert "valid JSON" in table and "one sentence" in table and "invented a fact" in table
+    assert next(line for line in table.splitlines() if line.startswith("valid JSON")).rstrip().endswith("-")

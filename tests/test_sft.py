@@ -105,6 +105,16 @@ def test_lora_trains_only_the_adapter(tiny_model, tmp_path):
     assert all(math.isfinite(x) for x in metrics["train_losses"])
 
 
+def test_the_describe_task_trains_on_its_own_data_and_metric(tiny_model, tmp_path):
+    metrics = train(tiny_model, tmp_path / "describe", "--task", "describe", "--save_strategy", "no")
+    assert metrics["task"] == "describe" and len(metrics["train_losses"]) == 4
+    after = metrics["after"]
+    assert set(after) == {"synthetic", "probe"}  # no hand-written set: its input is a record, not written text
+    assert "one_sentence" in after["synthetic"] and "valid_json" not in after["synthetic"]
+    first = json.loads((tmp_path / "describe" / "predictions.jsonl").read_text().splitlines()[0])
+    assert first["text"].startswith('{"name": ') and first["gold"].endswith(".")  # a record in, a sentence as gold
+
+
 def test_packing_runs(tiny_model, tmp_path):
     metrics = train(tiny_model, tmp_path / "packed", "--packing", "true", "--eval_before", "false")
     assert len(metrics["train_losses"]) == 4 and all(math.isfinite(x) for x in metrics["train_losses"])

@@ -1,0 +1,150 @@
+"""Merging LoRA adapters: two adapters of one base, combined by PEFT into a third, scored on both tasks.
+
+An adapter is a low-rank update, delta_W = (alpha / r) * B @ A, for each weight it targets. Two adapters
+trained on the same base can be combined without training, with PEFT's `add_weighted_adapter`:
+- `cat` stacks the two adapters' ranks (r_A + r_B): delta = w_A delta_A + w_B delta_B exactly, which is
+  task arithmetic on the two updates, at the cost of a rank-32 adapter;
+- `svd` computes that same sum and cuts it back to rank r with an SVD (exact up to the truncation);
+- `linear`, `ties`, `dare_linear`, `dare_ties` combine the A matrices with each other and the B matrices
+  with each other. The product of the sums is not the sum of the products: (B1 + B2)(A1 + A2) adds the
+  cross terms B1 A2 + B2 A1, which neither adapter learned. PEFT's docs call `linear` "a very rough
+  approximation"; the table in the README shows what it costs here;
+- `ties_svd`, `dare_ties_svd`, ... prune the exact delta_W (as 07's merge.py does to whole models), then SVD.
+
+Run from the repository root inside the project's environment (`make setup`). First the two adapters
+(about 7 and 6 minutes on a 2-core CPU), then the merges (seconds each; scoring both tasks, ~1 minute):
+
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --output_dir runs/05_peft_lora
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --task describe --output_dir runs/07_b_lora
+    python 07_model_merging/merge_adapters.py --config 07_model_merging/adapters.yaml
+    python 07_model_merging/merge_adapters.py --config 07_model_merging/adapters.yaml \
+        --combinations cat ties_svd --weights 1.0 0.5 --density 0.3
+
+Writes results.json and results.md to --output_dir, and with --save true each merged adapter.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:  # outside .venv: one line, not a traceback
+    from ftlab.startup import fail, parse_config, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+
+COMBINATIONS = ("cat", "linear", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
+                "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+PRUNED = ("ties", "dare", "magnitude")  # combinations that take a density
+
+
+@dataclass
+class AdapterArguments:
+    adapter_a: str = field(default="runs/05_peft_lora", metadata={"help": "LoRA adapter trained on extraction"})
+    adapter_b: str = field(default="runs/07_b_lora", metadata={"help": "LoRA adapter trained on describe"})
+    base_model: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "the adapters' base"})
+    combinations: list[str] = field(default_factory=lambda: ["cat", "svd", "linear", "ties", "dare_ties"],
+                                    metadata={"help": f"PEFT combination types: {', '.join(COMBINATIONS)}"})
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0], metadata={"help": "weights of A and B"})
+    density: float = field(default=0.5, metadata={"help": "ties/dare/magnitude_prune: share of entries kept"})
+    output_dir: str = field(default="runs/07_adapters", metadata={"help": "results.json, results.md"})
+    save: bool = field(default=False, metadata={"help": "also save each merged adapter to output_dir/<name>"})
+    score_inputs: bool = field(default=True, metadata={"help": "also score the base, A and B on both tasks"})
+    eval_samples: int = field(default=40, metadata={"help": "examples per task scored"})
+    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer"})
+    batch_size: int = field(default=64, metadata={"help": "generation batch"})
+    seed: int = field(default=0, metadata={"help": "seeds DARE's random drops"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
+
+
+def check(args) -> None:
+    """Bad input as one line, before anything loads."""
+    from pathlib import Path
+
+    for name in ("adapter_a", "adapter_b"):
+        if not (Path(getattr(args, name)) / "adapter_config.json").is_file():
+            fail(f"--{name} {getattr(args, name)}: no adapter_config.json there; train one first (see the docstring)")
+    unknown = [c for c in args.combinations if c not in COMBINATIONS]
+    if unknown:
+        fail(f"--combinations {' '.join(unknown)}: PEFT knows {', '.join(COMBINATIONS)}")
+    if len(args.weights) != 2:
+        fail(f"--weights: give two numbers (A's and B's), got {len(args.weights)}")
+    if not 0 < args.density <= 1:
+        fail(f"--density {args.density}: must be in (0, 1]")
+
+
+def main():
+    import json
+    import time
+
+    args = parse_config(AdapterArguments)[0]
+    check(args)
+    out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftlab.data import load_split
+    from ftlab.evaluation import evaluate_all
+    from ftlab.models import resolve_model
+    from ftlab.platforms import choose, detect
+    from ftlab.report import count_parameters, merge_table
+
+    # ---- 1. The base with both adapters loaded beside each other ------------------------------------------
+    base_path = resolve_model(args.base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(args.adapter_a)
+    n = args.eval_samples or None
+    eval_sets = {"extract": load_split("sft_eval")[:n], "describe": load_split("describe_eval")[:n]}
+    bf16 = choose(detect()).bf16
+    parameters = count_parameters(model)[1]  # what each merged model serves once its adapter is folded in
+
+    def score(label: str, scored_model, **facts) -> dict:
+        start = time.perf_counter()
+        scores, answers = evaluate_all(scored_model, tokenizer, eval_sets, max_new_tokens=args.max_new_tokens,
+                                       batch_size=args.batch_size, bf16=bf16)
+        print(f"{label:<28} extract {scores['extract']['exact_match']:6.1%}   describe "
+              f"{scores['describe']['exact_match']:6.1%}   ({time.perf_counter() - start:.0f} s to score)")
+        return {"model": label, **facts, "layers": model.config.num_hidden_layers,
+                "parameters": parameters, "scores": scores,
+                "first_answers": {task: answers[task][0] for task in eval_sets}}
+
+    rows = [score("base", model, role="input")] if args.score_inputs else []
+    model = PeftModel.from_pretrained(model, args.adapter_a, adapter_name="a")
+    model.load_adapter(args.adapter_b, adapter_name="b")
+    if args.score_inputs:
+        for name, label in (("a", "A (extract LoRA)"), ("b", "B (describe LoRA)")):
+            model.set_adapter(name)
+            rows.append(score(label, model, role="input"))
+
+    # ---- 2. Each combination: a new adapter made from the two, made active, scored --------------------------
+    for combination in args.combinations:
+        pruned = combination.startswith(PRUNED)
+        name = combination + (f" density={args.density:g}" if pruned else "")
+        torch.manual_seed(args.seed)  # DARE drops at random
+        start = time.perf_counter()
+        model.add_weighted_adapter(["a", "b"], args.weights, adapter_name=combination, combination_type=combination,
+                                   density=args.density if pruned else None)
+        seconds = time.perf_counter() - start
+        model.set_adapter(combination)
+        rank = model.peft_config[combination].r
+        rows.append(score(f"{name} (r={rank})", model, role="merge", combination=combination, rank=rank,
+                          merge_seconds=round(seconds, 1)))
+        if args.save:
+            model.save_pretrained(out, selected_adapters=[combination])  # PEFT writes it to out/<combination>/
+
+    # ---- 3. Report -------------------------------------------------------------------------------------
+    own = {r["model"]: r["scores"] for r in rows if r["role"] == "input"}
+    a_own = own["A (extract LoRA)"]["extract"]["exact_match"] if own else None
+    b_own = own["B (describe LoRA)"]["describe"]["exact_match"] if own else None
+    table = merge_table(rows, a_own, b_own)
+    print("\n" + table)
+    results = {"rows": rows, "a_own": a_own, "b_own": b_own, "weights": args.weights, "density": args.density}
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    print(f"wrote {out / 'results.json'}, results.md" + (f"; adapters in {out}/<combination>/" if args.save else ""))
+
+
+if __name__ == "__main__":
+    main()
