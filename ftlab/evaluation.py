@@ -70,6 +70,10 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     `hopeless(text)`, if given, stops a row whose answer can no longer score (`StopWhenHopeless`)."""
     was_training = model.training
     model.eval()
+    # An MoE trained with its load-balancing loss keeps `output_router_logits` on; generation needs no aux loss
+    # (and with the shared prefix below, its router logits and the attention mask differ in length).
+    config = model.config
+    router_logits, config.output_router_logits = getattr(config, "output_router_logits", None), False
     if has_soft_prompt(model):
         min_shared = 10**9  # a soft prompt sits before the text (or in the cache): no shared prefix to reuse
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -98,6 +102,10 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
         for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
             outputs[i] = text.strip()
     model.train(was_training)
+    if router_logits is None:
+        del config.output_router_logits
+    else:
+        config.output_router_logits = router_logits
     return outputs
 
 

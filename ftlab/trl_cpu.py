@@ -142,7 +142,8 @@ class SFTTrainer(TRLSFTTrainer):
         return (not triton_runs_on(self.args.device) and self.args.loss_type in ("nll", "chunked_nll")
                 and self.label_smoother is None and self.compute_loss_func is None and not return_outputs
                 and "labels" in inputs and hasattr(model, "get_decoder")
-                and not has_soft_prompt(model))  # (a soft prompt is added inside PEFT's forward, which this skips)
+                and not has_soft_prompt(model)  # (a soft prompt is added inside PEFT's forward, which this skips)
+                and not self.aux_loss_enabled)  # an MoE's load-balancing loss needs the router logits: TRL's path
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.fast_path_fits(model, inputs, return_outputs):

@@ -1,0 +1,121 @@
+"""Mixture of Experts, from a dense model: sparse upcycling, and what the router does with the tokens.
+
+A dense transformer block runs every token through one MLP. An MoE block holds several MLPs ("experts")
+and a small linear *router* that scores them for each token; only the top-k experts run, and their
+outputs are mixed with the router's (renormalised) weights. Total parameters grow with the number of
+experts; the compute per token grows only with k. Mixtral-8x7B: 47B parameters, 13B active per token.
+
+*Sparse upcycling* (Komatsuzaki et al., 2022) starts an MoE from a trained dense model instead of from
+scratch: every expert is a copy of the dense MLP, the attention, embeddings and norms are copied as
+they are, and only the router is new. With identical experts and top-k weights that sum to one, the
+MoE computes exactly the dense function (tests/test_moe.py checks the logits), so training starts from
+everything the dense model knew; a little noise on the copies lets the experts drift apart.
+
+The failure to watch is *expert collapse*: the router learns to favour a few experts, which then get
+all the gradient and become better still, so the others are never used. The load-balancing auxiliary
+loss (Switch Transformer; `router_aux_loss_coef`) adds num_experts * sum_e f_e * P_e, where f_e is the
+share of tokens sent to expert e and P_e the router's mean probability for it: smallest when both are
+uniform. `expert_load` measures f_e per layer, before and after training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def upcycle(dense, num_experts: int = 4, top_k: int = 2, noise: float = 0.0, router_std: float = 0.02,
+            router_aux_loss_coef: float = 0.01, seed: int = 0):
+    """A `MixtralForCausalLM` whose experts are all copies of `dense`'s MLP (a Llama-architecture model such
+    as SmolLM2), plus `noise` x each weight's std of Gaussian noise per expert, and a fresh router."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    c = dense.config
+    if c.model_type != "llama":
+        raise ValueError(f"upcycling copies a Llama-architecture block into Mixtral's; got model_type {c.model_type!r}")
+    if not 1 <= top_k <= num_experts:
+        raise ValueError(f"top_k must be between 1 and num_experts ({num_experts}), got {top_k}")
+    config = MixtralConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads, head_dim=getattr(c, "head_dim", None), hidden_act=c.hidden_act,
+        max_position_embeddings=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps,
+        rope_parameters=c.rope_parameters, tie_word_embeddings=c.tie_word_embeddings,
+        bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
+        num_local_experts=num_experts, num_experts_per_tok=top_k, router_aux_loss_coef=router_aux_loss_coef,
+        output_router_logits=False, sliding_window=None, attention_dropout=0.0, dtype=str(dense.dtype).split(".")[-1])
+    generator = torch.Generator().manual_seed(seed)
+    dense_weights = dense.state_dict()
+    weights = {}
+    for name, tensor in dense_weights.items():
+        if ".mlp." not in name:
+            weights[name] = tensor  # attention, norms, embeddings: as they are
+    for i in range(c.num_hidden_layers):
+        mlp = f"model.layers.{i}.mlp."
+        gate, up, down = (dense_weights[mlp + p + ".weight"].float() for p in ("gate_proj", "up_proj", "down_proj"))
+        gate_up = torch.cat([gate, up])  # Mixtral fuses them: [2 * intermediate, hidden] per expert
+
+        def copies(w):
+            jitter = noise * w.std() * torch.randn((num_experts, *w.shape), generator=generator)
+            return (w.expand(num_experts, *w.shape) + jitter).to(dense.dtype)
+
+        weights[mlp + "experts.gate_up_proj"] = copies(gate_up)
+        weights[mlp + "experts.down_proj"] = copies(down)
+        weights[mlp + "gate.weight"] = (router_std * torch.randn(num_experts, c.hidden_size, generator=generator)
+                                        ).to(dense.dtype)
+    moe = MixtralForCausalLM(config)  # randomly initialised, then every weight replaced:
+    result = moe.load_state_dict(weights, strict=False)  # (strict=False: a tied head has no weight of its own)
+    unset = [n for n in result.missing_keys if not (c.tie_word_embeddings and n == "lm_head.weight")]
+    if unset or result.unexpected_keys:
+        raise RuntimeError(f"upcycling left {unset[:3]} unset and {result.unexpected_keys[:3]} unused")
+    moe.generation_config = dense.generation_config
+    return moe
+
+
+def total_and_active_parameters(model) -> tuple[int, int]:
+    """(total, used per token): of each MoE layer's experts only top_k of num_experts run for a token."""
+    c = model.config
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    total = sum(p.numel() for p in model.parameters())
+    num, k = getattr(c, "num_local_experts", None) or getattr(c, "num_experts", 1), c.num_experts_per_tok
+    return total, total - experts + experts * k // num
+
+
+@torch.no_grad()
+def expert_load(model, tokenizer, texts: list[str], batch_size: int = 16) -> torch.Tensor:
+    """[layers, experts]: the share of (non-padding) tokens each layer's router sends to each expert, counting
+    each of a token's top-k choices (so a row sums to 1). Uniform is 1 / num_experts everywhere."""
+    was_training = model.training
+    model.eval()
+    c = model.config
+    num, k = getattr(c, "num_local_experts", None) or c.num_experts, c.num_experts_per_tok
+    counts = torch.zeros(c.num_hidden_layers, num)
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
+        out = model(**batch, output_router_logits=True)
+        keep = batch["attention_mask"].flatten().bool().cpu()
+        for layer, logits in enumerate(out.router_logits):  # each [tokens, experts]
+            chosen = logits.float().cpu()[keep].topk(k, dim=-1).indices
+            counts[layer] += torch.bincount(chosen.flatten(), minlength=num).float()
+    model.train(was_training)
+    return counts / counts.sum(dim=1, keepdim=True)
+
+
+def plot_expert_load(loads: dict[str, torch.Tensor], path) -> None:
+    """One heat map per entry ({"before": [layers, experts], "after": ...}): share of tokens per expert."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(loads), figsize=(3.2 * len(loads) + 1, 6), squeeze=False)
+    top = max(float(load.max()) for load in loads.values())
+    for i, (ax, (title, load)) in enumerate(zip(axes[0], loads.items(), strict=True)):
+        image = ax.imshow(load.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=top)
+        ax.set_title(title)
+        ax.set_xlabel("expert")
+        ax.set_xticks(range(load.shape[1]))
+        if i == 0:
+            ax.set_ylabel("layer")
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of tokens")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

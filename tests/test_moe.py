@@ -1,0 +1,166 @@
+"""04_moe and ftlab/moe.py on tiny models: upcycling is exact, training works with its aux loss, the router
+statistics count right, LoRA reaches the fused experts, and a ready-made MoE checkpoint trains too."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import run_script
+from safetensors.torch import load_file
+
+from ftlab.moe import expert_load, total_and_active_parameters, upcycle
+
+SCRIPT = "04_moe/train.py"
+# Recorded on the CPU with OMP_NUM_THREADS=1 (`make test`): the tiny model upcycled to 4 experts (top-2),
+# 4 steps, lr 1e-3, batch 8, seed 42, fp32, router_aux_loss_coef 0.01.
+EXPECTED_LOSSES = [6.2576, 6.2716, 6.2266, 6.2028]
+
+
+def train(model, out, *extra):
+    args = ["--config", "04_moe/config.yaml", "--model_name_or_path", str(model), "--output_dir", str(out),
+            "--max_steps", "4", "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "2",
+            "--eval_samples", "4", "--max_new_tokens", "8", "--load_samples", "8", "--bf16", "false", *extra]
+    result = run_script(SCRIPT, *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("moe") / "run"
+    return out, train(tiny_model, out)
+
+
+def test_upcycled_moe_computes_the_dense_function(tiny_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    batch = tokenizer(["Hi, I'm Ana Ruiz from Porto, 34.", "ok"], return_tensors="pt", padding=True)
+    for num_experts, top_k in ((4, 2), (8, 1), (3, 3)):
+        moe = upcycle(dense, num_experts, top_k)
+        with torch.no_grad():
+            assert torch.allclose(moe(**batch).logits, dense(**batch).logits, atol=1e-5)
+        experts = moe.model.layers[0].mlp.experts
+        assert experts.gate_up_proj.shape == (num_experts, 2 * dense.config.intermediate_size, dense.config.hidden_size)
+    noisy = upcycle(dense, 4, 2, noise=0.1)  # the experts differ now, so the function does too
+    with torch.no_grad():
+        assert not torch.allclose(noisy(**batch).logits, dense(**batch).logits, atol=1e-3)
+    total, active = total_and_active_parameters(moe)
+    assert active == total  # top_k = num_experts: every expert runs
+    with pytest.raises(ValueError, match="top_k"):
+        upcycle(dense, 2, 3)
+
+
+def test_losses_are_finite_match_the_recorded_run_and_log_the_aux_loss(run):
+    _, metrics = run
+    assert metrics["train_losses"] == pytest.approx(EXPECTED_LOSSES, abs=2e-3)
+    assert len(metrics["aux_losses"]) == 4 and all(1.9 < a < 4.1 for a in metrics["aux_losses"])  # top_k..num_experts
+    assert metrics["upcycle_logit_gap"] < 1e-5
+    assert metrics["num_experts"] == 4 and metrics["top_k"] == 2
+    assert metrics["active_parameters_per_token"] < metrics["total_parameters_moe"]
+
+
+def test_router_and_experts_changed_and_outputs_are_written(run, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    out, metrics = run
+    reloaded = AutoModelForCausalLM.from_pretrained(out)  # (the file holds Mixtral's original per-expert layout;
+    trained = reloaded.state_dict()                     # transformers fuses it back into 3-D tensors on load)
+    start = upcycle(AutoModelForCausalLM.from_pretrained(tiny_model), 4, 2, seed=42).state_dict()
+    for name in ("model.layers.0.mlp.gate.weight", "model.layers.1.mlp.experts.gate_up_proj",
+                 "model.layers.1.mlp.experts.down_proj"):
+        assert not torch.equal(trained[name], start[name]), name
+    for file in ("expert_load.png", "predictions.jsonl", "loss_curve.png", "config.json"):
+        assert (out / file).is_file(), file
+    loads = metrics["expert_load"]
+    assert set(loads) == {"before", "after"} and len(loads["after"]) == 2 and len(loads["after"][0]) == 4
+    assert all(sum(row) == pytest.approx(1, abs=1e-3) for row in loads["after"])
+    assert type(reloaded).__name__ == "MixtralForCausalLM" and reloaded.config.num_local_experts == 4
+
+
+@pytest.mark.slow  # (12 s; kept out of the default suite, which is near its 15-minute limit)
+def test_without_the_aux_loss_none_is_logged(tiny_model, tmp_path):
+    metrics = train(tiny_model, tmp_path / "noaux", "--router_aux_loss_coef", "0", "--eval_before", "false",
+                    "--save_strategy", "no")
+    assert metrics["aux_losses"] == [] and metrics["router_aux_loss_coef"] == 0
+    assert all(math.isfinite(x) for x in metrics["train_losses"])
+
+
+def test_lora_reaches_the_fused_experts_through_target_parameters(tiny_model, tmp_path):
+    metrics = train(tiny_model, tmp_path / "lora", "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
+                    "--eval_before", "false", "--save_strategy", "no")  # config.yaml's targets: experts + attention
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"] / 3
+    adapter = load_file(tmp_path / "lora" / "adapter_model.safetensors")
+    assert any("experts" in name for name in adapter), sorted(adapter)[:5]  # the 3-D expert weights got adapters
+
+
+class FakeMoE(torch.nn.Module):
+    """Returns fixed router logits: 2 layers, 4 experts, 3 tokens per row (the last of row 2 is padding)."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = SimpleNamespace(num_local_experts=4, num_experts_per_tok=1, num_hidden_layers=2)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def forward(self, input_ids, attention_mask, output_router_logits):
+        layer0 = torch.tensor([[9, 0, 0, 0], [9, 0, 0, 0], [0, 9, 0, 0],  # row 1: experts 0, 0, 1
+                               [0, 0, 9, 0], [0, 0, 9, 0], [0, 0, 0, 9]], dtype=torch.float)  # row 2: 2, 2, (pad)
+        layer1 = torch.roll(layer0, 1, dims=1)  # every choice moved one expert up
+        return SimpleNamespace(router_logits=(layer0, layer1))
+
+
+class FakeTokenizer:
+    def __call__(self, texts, return_tensors, padding):
+        batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+        return SimpleNamespace(**batch, to=lambda device: batch)
+
+
+def test_expert_load_counts_each_tokens_choice_and_skips_padding():
+    load = expert_load(FakeMoE(), FakeTokenizer(), ["a", "b"])
+    assert torch.allclose(load, torch.tensor([[0.4, 0.2, 0.4, 0.0], [0.0, 0.4, 0.2, 0.4]]))
+
+
+@pytest.fixture(scope="module")
+def tiny_olmoe(tiny_model, tmp_path_factory):
+    """A tiny random OLMoE (the architecture of allenai/OLMoE-1B-7B) with the tiny model's tokenizer."""
+    from transformers import AutoTokenizer, OlmoeConfig, OlmoeForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(0)
+    config = OlmoeConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2,
+                         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    path = tmp_path_factory.mktemp("olmoe")
+    model = OlmoeForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_ready_made_moe_checkpoint_trains_with_upcycle_false(tiny_olmoe, tmp_path):
+    metrics = train(tiny_olmoe, tmp_path / "olmoe", "--upcycle", "false", "--eval_before", "false",
+                    "--save_strategy", "no")
+    assert metrics["num_experts"] == 4 and len(metrics["aux_losses"]) == 4
+    assert all(math.isfinite(x) for x in metrics["train_losses"])
+    assert len(metrics["expert_load"]["after"]) == 2
+
+
+@pytest.mark.slow  # (8 s each; as above)
+@pytest.mark.parametrize("which, flag, says", [
+    ("olmoe", "true", "copies a Llama-architecture MLP"),
+    ("dense", "false", "is not a Mixture-of-Experts model"),
+])
+def test_wrong_model_for_the_mode_is_one_line(which, flag, says, tiny_olmoe, tiny_model, tmp_path):
+    model = tiny_olmoe if which == "olmoe" else tiny_model
+    result = run_script(SCRIPT, "--config", "04_moe/config.yaml", "--model_name_or_path", str(model), "--upcycle",
+                        flag, "--output_dir", str(tmp_path / "o"))
+    assert result.returncode == 1 and says in result.stderr.strip().splitlines()[-1]
