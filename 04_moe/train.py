@@ -57,7 +57,7 @@ def main():
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import score_task
     from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.moe import expert_load, plot_expert_load, total_and_active_parameters, upcycle
+    from ftlab.moe import expert_load, experts_per_layer, plot_expert_load, total_and_active_parameters, upcycle
     from ftlab.report import count_parameters, summarize, timed_train
     from ftlab.trl_cpu import SFTTrainer
 
@@ -117,8 +117,7 @@ def main():
     print_loads(loads)
     plot_expert_load(loads, out / "expert_load.png")
     extra.update(bf16=training_args.bf16, total_parameters_moe=total, active_parameters_per_token=active,
-                 num_experts=model.config.num_local_experts if hasattr(model.config, "num_local_experts")
-                 else model.config.num_experts, top_k=model.config.num_experts_per_tok,
+                 num_experts=experts_per_layer(model.config), top_k=model.config.num_experts_per_tok,
                  router_aux_loss_coef=trainer.router_aux_loss_coef,
                  aux_losses=[h["aux_loss"] for h in trainer.state.log_history if "aux_loss" in h],
                  expert_load={k: [[round(x, 4) for x in row] for row in v.tolist()] for k, v in loads.items()})

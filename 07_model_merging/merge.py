@@ -162,30 +162,22 @@ def main():
     from mergekit.options import MergeOptions
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftlab.data import load_split
-    from ftlab.evaluation import evaluate_all
-    from ftlab.platforms import choose, detect
+    from ftlab.data import two_task_eval_sets
+    from ftlab.evaluation import score_both_tasks
     from ftlab.report import count_parameters, merge_table, plot_sweep
 
     # ---- 1. The recipes, each input resolved to a folder (a missing one stops here, before any work) ------
     replace = {RUN_A: args.model_a, RUN_B: args.model_b, BASE: args.base_model}
     recipes = {Path(path).stem: read_recipe(path, replace) for path in args.recipes}
-    n = args.eval_samples or None
-    eval_sets = {"extract": load_split("sft_eval")[:n], "describe": load_split("describe_eval")[:n]}
-    bf16 = choose(detect()).bf16  # generate in bf16 where the hardware has it (halves scoring time on such a CPU)
+    eval_sets = two_task_eval_sets(args.eval_samples)
 
     def score(label: str, folder: str, **facts) -> dict:
         """Load a model folder and score it on both tasks; one row of the results."""
-        start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        scores, answers = evaluate_all(model, tokenizer, eval_sets, max_new_tokens=args.max_new_tokens,
-                                       batch_size=args.batch_size, bf16=bf16)
-        print(f"{label:<28} extract {scores['extract']['exact_match']:6.1%}   describe "
-              f"{scores['describe']['exact_match']:6.1%}   ({time.perf_counter() - start:.0f} s to score)")
+        scored = score_both_tasks(label, model, AutoTokenizer.from_pretrained(folder), eval_sets,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         return {"model": label, **facts, "parameters": count_parameters(model)[1],
-                "layers": model.config.num_hidden_layers, "scores": scores,
-                "first_answers": {task: answers[task][0] for task in eval_sets}}
+                "layers": model.config.num_hidden_layers, **scored}
 
     # ---- 2. What merging starts from: the base, A and B, each on both tasks (--score_inputs) -------------
     rows = []

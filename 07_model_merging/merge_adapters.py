@@ -85,30 +85,22 @@ def main():
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftlab.data import load_split
-    from ftlab.evaluation import evaluate_all
+    from ftlab.data import two_task_eval_sets
+    from ftlab.evaluation import score_both_tasks
     from ftlab.models import resolve_model
-    from ftlab.platforms import choose, detect
     from ftlab.report import count_parameters, merge_table
 
     # ---- 1. The base with both adapters loaded beside each other ------------------------------------------
     base_path = resolve_model(args.base_model)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.adapter_a)
-    n = args.eval_samples or None
-    eval_sets = {"extract": load_split("sft_eval")[:n], "describe": load_split("describe_eval")[:n]}
-    bf16 = choose(detect()).bf16
+    eval_sets = two_task_eval_sets(args.eval_samples)
     parameters = count_parameters(model)[1]  # what each merged model serves once its adapter is folded in
 
     def score(label: str, scored_model, **facts) -> dict:
-        start = time.perf_counter()
-        scores, answers = evaluate_all(scored_model, tokenizer, eval_sets, max_new_tokens=args.max_new_tokens,
-                                       batch_size=args.batch_size, bf16=bf16)
-        print(f"{label:<28} extract {scores['extract']['exact_match']:6.1%}   describe "
-              f"{scores['describe']['exact_match']:6.1%}   ({time.perf_counter() - start:.0f} s to score)")
-        return {"model": label, **facts, "layers": model.config.num_hidden_layers,
-                "parameters": parameters, "scores": scores,
-                "first_answers": {task: answers[task][0] for task in eval_sets}}
+        scored = score_both_tasks(label, scored_model, tokenizer, eval_sets, max_new_tokens=args.max_new_tokens,
+                                  batch_size=args.batch_size)
+        return {"model": label, **facts, "layers": model.config.num_hidden_layers, "parameters": parameters, **scored}
 
     rows = [score("base", model, role="input")] if args.score_inputs else []
     model = PeftModel.from_pretrained(model, args.adapter_a, adapter_name="a")

@@ -252,6 +252,13 @@ def load_task(args) -> TaskData:
     return TaskData(train, {"synthetic": synthetic, **({"handwritten": handwritten} if handwritten else {})}, questions)
 
 
+def two_task_eval_sets(eval_samples: int = 40) -> dict[str, list[dict]]:
+    """The first `eval_samples` (0 = all) eval examples of each task, the same people: what 07_model_merging
+    scores every model on, so that a merge's two scores sit next to A's and B's own."""
+    n = eval_samples or None
+    return {"extract": load_split("sft_eval")[:n], "describe": load_split("describe_eval")[:n]}
+
+
 def load_preference(path: str | None = None, eval_pairs: int = 70) -> tuple[list[dict], list[dict]]:
     """(train, held-out) preference pairs: the last `eval_pairs` lines of the file are held out. In the committed
     data/preference.jsonl the last 70 hold 10 pairs of each kind of mistake, so accuracy can be read per kind."""

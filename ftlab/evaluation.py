@@ -72,8 +72,9 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     model.eval()
     # An MoE trained with its load-balancing loss keeps `output_router_logits` on; generation needs no aux loss
     # (and with the shared prefix below, its router logits and the attention mask differ in length).
-    config = model.config
-    router_logits, config.output_router_logits = getattr(config, "output_router_logits", None), False
+    router_logits = getattr(model.config, "output_router_logits", False)
+    if router_logits:
+        model.config.output_router_logits = False
     if has_soft_prompt(model):
         min_shared = 10**9  # a soft prompt sits before the text (or in the cache): no shared prefix to reuse
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -102,10 +103,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
         for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
             outputs[i] = text.strip()
     model.train(was_training)
-    if router_logits is None:
-        del config.output_router_logits
-    else:
-        config.output_router_logits = router_logits
+    if router_logits:
+        model.config.output_router_logits = True
     return outputs
 
 
@@ -169,3 +168,17 @@ def score_task(label: str, model, tokenizer, data, args, training_args) -> tuple
           + (f"; general questions {scores['probe']['correct']:.0%}" if data.questions else "")
           + f" ({time.perf_counter() - start:.0f} s); first answer: {answers['synthetic'][0]!r}")
     return scores, answers
+
+
+def score_both_tasks(label: str, model, tokenizer, eval_sets: dict[str, list[dict]], *, max_new_tokens: int = 80,
+                     batch_size: int = 64) -> dict:
+    """`evaluate_all` on `ftlab.data.two_task_eval_sets` (07_model_merging), generating in bf16 where the hardware
+    multiplies it natively; prints one line; returns the scores and each set's first answer, for a results row."""
+    from ftlab.platforms import choose, detect
+
+    start = time.perf_counter()
+    scores, answers = evaluate_all(model, tokenizer, eval_sets, max_new_tokens=max_new_tokens,
+                                   batch_size=batch_size, bf16=choose(detect()).bf16)
+    print(f"{label:<28} " + "   ".join(f"{task} {scores[task]['exact_match']:6.1%}" for task in eval_sets)
+          + f"   ({time.perf_counter() - start:.0f} s to score)")
+    return {"scores": scores, "first_answers": {task: answers[task][0] for task in eval_sets}}

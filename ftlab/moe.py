@@ -71,12 +71,17 @@ def upcycle(dense, num_experts: int = 4, top_k: int = 2, noise: float = 0.0, rou
     return moe
 
 
+def experts_per_layer(config) -> int:
+    """How many experts an MoE config declares (Mixtral and OLMoE say num_local_experts, Qwen2-MoE num_experts)."""
+    return getattr(config, "num_local_experts", None) or config.num_experts
+
+
 def total_and_active_parameters(model) -> tuple[int, int]:
     """(total, used per token): of each MoE layer's experts only top_k of num_experts run for a token."""
     c = model.config
     experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
     total = sum(p.numel() for p in model.parameters())
-    num, k = getattr(c, "num_local_experts", None) or getattr(c, "num_experts", 1), c.num_experts_per_tok
+    num, k = experts_per_layer(c), c.num_experts_per_tok
     return total, total - experts + experts * k // num
 
 
@@ -87,7 +92,7 @@ def expert_load(model, tokenizer, texts: list[str], batch_size: int = 16) -> tor
     was_training = model.training
     model.eval()
     c = model.config
-    num, k = getattr(c, "num_local_experts", None) or c.num_experts, c.num_experts_per_tok
+    num, k = experts_per_layer(c), c.num_experts_per_tok
     counts = torch.zeros(c.num_hidden_layers, num)
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
