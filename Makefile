@@ -30,10 +30,10 @@ test: setup
 	$(PY) -m pytest
 
 test-slow: setup
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow -n 0
 
 test-gpu: setup
-	$(PY) -m pytest -m gpu
+	$(PY) -m pytest -m gpu -n 0
 
 # LoRA/QLoRA tokens/s and peak memory, plain vs Liger vs Unsloth, at Llama-3.2-1B's shape (batch 4 x 2048).
 bench-gpu: setup

@@ -4,10 +4,12 @@ The tokenizer is a small byte-level BPE trained on the project's own data, with 
 carries `{% generation %}` markers (unlike SmolLM2's), so tests can exercise either loss-masking route.
 """
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,18 +75,27 @@ def tiny_model_64(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-64"), hidden=64)
 
 
+def one_at_a_time(name: str):
+    """A lock every process on this machine shares (each pytest-xdist worker, another pytest run): for what
+    two tests must not do at once, such as binding the launchers' fixed port or training the real model."""
+    from filelock import FileLock
+
+    return FileLock(Path(tempfile.gettempdir()) / f"finetune-lab-{name}.lock")
+
+
 def run_script(script: str, *args: str, timeout: int = 600, threads: str | None = "1",
                env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a technique's train.py as a learner would; return the finished process (output captured).
 
     One thread by default: tiny-model losses then match the recorded ones. threads=None keeps the
-    caller's setting (all cores unless OMP_NUM_THREADS says otherwise), for real-model runs. `env` adds
-    environment variables."""
+    caller's setting (all cores unless OMP_NUM_THREADS says otherwise), for real-model runs, which take
+    the machine: one at a time, even under `pytest -n 2`. `env` adds environment variables."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     if threads is not None:
         env["OMP_NUM_THREADS"] = threads
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout, check=False)
+    with one_at_a_time("real-model") if threads is None else contextlib.nullcontext():
+        return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, text=True,
+                              capture_output=True, timeout=timeout, check=False)
 
 
 def interrupted_at_step_2(run_dir: Path, tmp_path: Path) -> Path:

@@ -6,7 +6,9 @@ which must give the losses of 1 process x 8 rows (test_full_finetuning's recorde
 across processes changes where the work happens, not the maths. A ZeRO-3 checkpoint is turned back into
 one plain state dict and must equal the model the run saved.
 
-The first DeepSpeed run on a machine compiles a small communication op (~30-60 s); later runs reuse it.
+The first DeepSpeed run in an environment compiles a small communication op (~30-60 s) into .venv/torch_extensions;
+later runs reuse it.
+Launches take turns (a lock): they all bind the default port 29500, and two must not build that op at once.
 """
 
 import json
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, one_at_a_time
 from safetensors.torch import load_file
 from test_full_finetuning import EXPECTED_LOSSES
 
@@ -31,10 +33,14 @@ ARGS = ["--config", "01_full_finetuning/config.yaml", "--max_steps", "4", "--lea
 
 
 def launch(launcher: list[str], model, out, *extra) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           # DeepSpeed's op build in this environment's own folder: ~/.cache/torch_extensions is shared with every
+           # other environment on the machine, which rebuilds it (other paths) while a run here loads it.
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))}
     command = [*launcher, "01_full_finetuning/train.py", *ARGS, "--model_name_or_path", str(model),
                "--output_dir", str(out), *extra]
-    result = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True, timeout=600, check=False)
+    with one_at_a_time("launchers"):  # every launcher binds port 29500: never two at once, whatever the --dist
+        result = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # only the first process reports
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
