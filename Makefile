@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-slow test-gpu bench-gpu lint clean
+.PHONY: setup setup-llamafactory demo test test-slow test-gpu bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,22 @@ $(STAMP): pyproject.toml
 	# Convert the embedded model once now (~30 s), so the first `make demo` spends its minutes training.
 	$(PY) -c "from ftlab.models import resolve_model; print(resolve_model('HuggingFaceTB/SmolLM2-135M-Instruct'))"
 	touch $(STAMP)
+
+# LLaMA-Factory in its own environment: its pins (transformers<=5.6, trl<=0.24) clash with the course's TRL 1.15.
+# Every package is pinned (configs/llamafactory/requirements.txt); models/SmolLM2-135M-Instruct links the embedded
+# model for its YAMLs. tests/test_llamafactory.py runs only where this environment exists.
+LF_VENV  ?= .venv-llamafactory
+LF_STAMP := $(LF_VENV)/.installed
+
+setup-llamafactory: $(LF_STAMP)
+
+$(LF_STAMP): configs/llamafactory/requirements.txt $(STAMP)
+	$(PYTHON) -m venv $(LF_VENV)
+	$(LF_VENV)/bin/pip install --quiet --upgrade pip
+	$(LF_VENV)/bin/pip install --quiet -r configs/llamafactory/requirements.txt
+	mkdir -p models
+	ln -sfn "$$($(PY) -c "from ftlab.models import resolve_model; print(resolve_model('HuggingFaceTB/SmolLM2-135M-Instruct'))")" models/SmolLM2-135M-Instruct
+	touch $(LF_STAMP)
 
 demo: setup
 	$(PY) 02_sft/train.py --config 02_sft/config.yaml --overwrite_output_dir true

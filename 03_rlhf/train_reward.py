@@ -49,15 +49,6 @@ def pair_rewards(trainer, dataset):
     return rewards
 
 
-def accuracy_by_kind(pairs, rewards) -> dict:
-    """Share of pairs whose chosen answer outscores the rejected one: overall, and per kind of mistake."""
-    kinds = {}
-    for pair, (chosen, rejected) in zip(pairs, rewards, strict=True):
-        kinds.setdefault(pair["error"], []).append(chosen > rejected)
-    result = {kind: sum(wins) / len(wins) for kind, wins in kinds.items()}
-    return {"all": sum(map(sum, kinds.values())) / len(pairs), **result}
-
-
 def main():
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -69,6 +60,7 @@ def main():
     from trl import RewardTrainer, get_peft_config
 
     from ftlab.data import DataError, load_preference, preference_dataset
+    from ftlab.metrics import accuracy_by_kind
     from ftlab.models import ModelNotFound, load_causal_lm
     from ftlab.report import count_parameters, run_facts, save_metrics, timed_train
 

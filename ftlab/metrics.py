@@ -143,6 +143,16 @@ def probe_score(replies: list[str], questions: list[dict]) -> dict:
     return {"n": len(questions), "correct": right / len(questions) if questions else 0.0}
 
 
+def accuracy_by_kind(pairs: list[dict], rewards: list[tuple[float, float]]) -> dict:
+    """A reward model's test: the share of preference pairs whose chosen answer scores above the rejected one,
+    overall ("all") and per kind of mistake (each pair's `error`). `rewards` holds (chosen, rejected) per pair."""
+    kinds = {}
+    for pair, (chosen, rejected) in zip(pairs, rewards, strict=True):
+        kinds.setdefault(pair["error"], []).append(chosen > rejected)
+    result = {kind: sum(wins) / len(wins) for kind, wins in kinds.items()}
+    return {"all": sum(map(sum, kinds.values())) / len(pairs), **result}
+
+
 def format_scores(before: dict | None, after: dict) -> str:
     """A table of percentages: one row per measure, a before (optional) and after column per eval set ("-" where
     a measure is not the set's: a describe set has no "valid JSON").

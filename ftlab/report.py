@@ -174,9 +174,11 @@ def save_metrics(output_dir: str, metrics: dict, log_history: list[dict]) -> boo
     speed = metrics.get("train_tokens_per_second")
     print(f"train time      {metrics['train_seconds']:8.1f} s"
           + (f"  ({speed:,.0f} tokens/s, {metrics['model_gflops_per_second']} GFLOP/s of model work)" if speed else ""))
-    print(f"peak memory     {metrics['peak_memory_gib']:8.2f} GiB ({metrics['memory_device']})")
-    print(f"trainable       {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
-          f"({metrics['trainable_percent']}%)")
+    if metrics.get("peak_memory_gib") is not None:  # None where another process trained (LLaMA-Factory's runs)
+        print(f"peak memory     {metrics['peak_memory_gib']:8.2f} GiB ({metrics['memory_device']})")
+    if metrics.get("trainable_parameters") is not None:
+        print(f"trainable       {metrics['trainable_parameters']:,} of {metrics['total_parameters']:,} parameters "
+              f"({metrics['trainable_percent']}%)")
     print(f"wrote           {out / 'metrics.json'}" + (f", {out / 'loss_curve.png'}" if plotted else ""))
     return plotted
 
