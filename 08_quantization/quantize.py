@@ -1,0 +1,163 @@
+"""Post-training quantization (PTQ): shrink a trained model without training it, and measure what that costs.
+
+02_sft leaves a model in 32-bit floats: 538 MB for SmolLM2's 134.5M weights. To serve it, each method here
+stores the linear layers' weights in 8 or 4 bits instead (two also round the activations to int8 at every
+step), with no data and no training: it only rounds. For each method the script measures the size on disk,
+the memory the weights hold, the speed of decoding one answer, and the task score on both eval sets, next to
+the unquantized model, so the table answers "how much smaller, how much faster, how much worse".
+
+Run from the repository root inside the project's environment (`make setup`; `source .venv/bin/activate`).
+First the model to quantize (`make demo` trains it into runs/02_sft, ~9 minutes on a 2-core CPU):
+
+    make demo
+    python 08_quantization/quantize.py --config 08_quantization/quantize.yaml
+    python 08_quantization/quantize.py --config 08_quantization/quantize.yaml \
+        --methods bf16 torchao_int8_dynamic torchao_int8_dynamic_int4 --output_dir runs/08_quantize_dynamic
+    python 08_quantization/quantize.py --config 08_quantization/quantize.yaml --methods bf16 bnb_nf4 \
+        --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --output_dir runs/08_quantize_base
+
+The methods (ftlab/quantization.py describes each): fp32, bf16 (references), bnb_int8, bnb_nf4 (bitsandbytes),
+torchao_int8, torchao_int4, torchao_int8_dynamic, torchao_int8_dynamic_int4 (torchao). Writes results.json,
+results.md, predictions.jsonl and each quantized model (<output_dir>/<method>/, unless --save_models false).
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:  # outside .venv: one line, not a traceback
+    from ftlab.startup import fail, parse_config, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+
+DEFAULT_METHODS = ["fp32", "bf16", "bnb_int8", "bnb_nf4", "torchao_int8", "torchao_int4"]
+
+
+@dataclass
+class QuantizeArguments:
+    model_name_or_path: str = field(default="runs/02_sft", metadata={
+        "help": "the trained model folder to quantize (make demo writes runs/02_sft), or a hub id"})
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={
+        "help": "methods to run, in order (ftlab/quantization.py): fp32 bf16 bnb_int8 bnb_nf4 torchao_int8 "
+                "torchao_int4 torchao_int8_dynamic torchao_int8_dynamic_int4"})
+    output_dir: str = field(default="runs/08_quantize", metadata={"help": "results and the quantized models"})
+    save_models: bool = field(default=True, metadata={"help": "save each quantized model (needed for size on disk)"})
+    eval_file: str | None = field(default=None, metadata={"help": "synthetic eval split; default data/sft_eval.jsonl"})
+    eval_samples: int = field(default=40, metadata={"help": "synthetic eval examples scored (0 = all)"})
+    handwritten_file: str | None = field(default=None, metadata={
+        "help": "hand-written eval set; default data/handwritten_eval.jsonl, 'none' to skip"})
+    probe_file: str | None = field(default=None, metadata={
+        "help": "general questions (forgetting probe); default data/general_probe.jsonl, 'none' to skip"})
+    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
+    batch_size: int = field(default=64, metadata={"help": "generation batch while scoring"})
+    decode_tokens: int = field(default=64, metadata={"help": "tokens decoded for the one-prompt speed measurement"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
+
+
+def main():
+    import gc
+    import json
+    import time
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    args = parse_config(QuantizeArguments)[0]
+    from ftlab.quantization import METHODS
+
+    if unknown := [m for m in args.methods if m not in METHODS]:
+        fail(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+
+    import torch
+
+    from ftlab.data import DataError, load_task
+    from ftlab.evaluation import evaluate_all
+    from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.platforms import choose, detect
+    from ftlab.quantization import decode_speed, load_model, save_model, weight_megabytes
+    from ftlab.report import write_predictions
+
+    # ---- 1. The trained model and the eval sets ------------------------------------------------------------
+    try:
+        path = resolve_model(args.model_name_or_path)
+        data = load_task(SimpleNamespace(**asdict(args), train_file=None))  # the eval sets; no training here
+    except ModelNotFound as e:
+        fail(f"{e}" + ("; train it first: make demo (python 02_sft/train.py --config 02_sft/config.yaml)"
+                       if "02_sft" in args.model_name_or_path else ""))
+    except DataError as e:
+        fail(e)
+    out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
+    out.mkdir(parents=True, exist_ok=True)
+    # The compute dtype: what the unquantized parts and dequantized weights multiply in (bf16 where the CPU or GPU
+    # multiplies it natively, as every lesson scores). fp32 stays fp32: it is the reference.
+    bf16 = choose(detect()).bf16
+    compute = torch.bfloat16 if bf16 else torch.float32
+    print(f"model: {path}; compute dtype {compute}; {data.describe()}")
+    speed_prompt = data.eval_sets["synthetic"][0]["messages"][:-1]
+
+    def report(rows, answers):
+        results = {"model": args.model_name_or_path, "compute_dtype": str(compute), "rows": rows,
+                   "eval_samples": args.eval_samples, "decode_tokens": args.decode_tokens}
+        (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / "results.md").write_text(results_table(rows, list(data.eval_sets)) + "\n", encoding="utf-8")
+        write_predictions(out / "predictions.jsonl", data.eval_sets, data.questions, answers)
+
+    # ---- 2. Each method: quantize, save, measure, score ----------------------------------------------------
+    rows, answers = [], {}
+    for method in args.methods:
+        start = time.perf_counter()
+        try:
+            model, tokenizer = load_model(path, method, compute)
+        except (ImportError, RuntimeError, ValueError, AssertionError) as e:  # a method this hardware cannot run
+            print(f"{method}: not run here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+            rows.append({"method": method, "what": METHODS[method], "error": f"{type(e).__name__}: {e}"[:300]})
+            report(rows, answers)
+            continue
+        row = {"method": method, "what": METHODS[method], "quantize_seconds": round(time.perf_counter() - start, 1),
+               "memory_mb": round(weight_megabytes(model), 3)}
+        if args.save_models:
+            row["disk_mb"] = round(save_model(model, tokenizer, out / method), 3)
+        row["decode_tokens_per_second"] = round(decode_speed(model, tokenizer, speed_prompt, args.decode_tokens), 1)
+        start = time.perf_counter()
+        scores, answers[method] = evaluate_all(model, tokenizer, data.eval_sets, data.questions,
+                                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                               bf16=bf16 and method != "fp32")
+        row.update(score_seconds=round(time.perf_counter() - start, 1), scores=scores)
+        rows.append(row)
+        print(f"{method:<26} {row.get('disk_mb', 0):7.1f} MB on disk, {row['memory_mb']:7.1f} MB in memory, "
+              f"{row['decode_tokens_per_second']:5.1f} tokens/s; exact match "
+              + ", ".join(f"{scores[n]['exact_match']:.1%} {n}" for n in data.eval_sets)
+              + f" ({row['score_seconds']:.0f} s to score)", flush=True)
+        del model
+        gc.collect()
+        report(rows, answers)  # after every method: an interrupted run keeps what it measured
+
+    # ---- 3. Report ------------------------------------------------------------------------------------------
+    print("\n" + results_table(rows, list(data.eval_sets)))
+    print(f"wrote {out / 'results.json'}, results.md, predictions.jsonl"
+          + (f"; the quantized models in {out}/<method>/" if args.save_models else ""))
+
+
+def results_table(rows: list[dict], sets: list[str]) -> str:
+    """A markdown table: one row per method, its costs and its exact-match scores (and change against bf16)."""
+    reference = next((r["scores"] for r in rows if r["method"] == "bf16" and "scores" in r), None)
+    head = ("| method | on disk (MB) | weights in memory (MB) | decode tokens/s (batch 1) | scoring (s) | "
+            + " | ".join(f"{s} exact" for s in sets) + " | valid JSON |")
+    lines = [head, "|" + "---|" * head.count(" |")]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | not run here: {r['error'][:120]} |")
+            continue
+        cells = []
+        for s in sets:
+            exact = r["scores"][s]["exact_match"]
+            change = f" ({100 * (exact - reference[s]['exact_match']):+.1f})" if reference and r["method"] != "bf16" else ""
+            cells.append(f"{exact:.1%}{change}")
+        valid = min(r["scores"][s]["valid_json"] for s in sets)
+        disk = f"{r['disk_mb']:.1f}" if "disk_mb" in r else "-"
+        lines.append(f"| {r['method']} | {disk} | {r['memory_mb']:.1f} | {r['decode_tokens_per_second']} | "
+                     f"{r['score_seconds']} | " + " | ".join(cells) + f" | {valid:.0%} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
