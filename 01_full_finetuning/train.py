@@ -162,6 +162,8 @@ def main():
                      "memory_before_train_gib": round(held_before, 3), "training_added_gib": round(added, 3),
                      "estimate_gib": {part: round(getattr(budget, part) / 2**30, 3) for part in
                                       ("weights", "gradients", "optimizer", "activations", "total")}})
+    if torch.distributed.is_initialized():  # under a launcher: stop the process group's threads before Python exits
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

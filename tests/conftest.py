@@ -118,3 +118,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def aborted_after_finishing(result: subprocess.CompletedProcess, last_output: Path) -> bool:
+    """A launched run that completed (its last output is written) and then lost a rank to an abort at interpreter
+    exit: seen now and then with torch 2.14's gloo on 2 processes under load (DDP, FSDP2, ZeRO alike), after all
+    the work. Such a run is judged on what it wrote; any other non-zero exit still fails the test."""
+    return (result.returncode != 0 and TEARDOWN_ABORT in result.stdout + result.stderr and last_output.is_file()
+            and "Traceback" not in result.stderr.split(TEARDOWN_ABORT)[0][-5000:])
