@@ -23,6 +23,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import TaskArguments, fail
@@ -113,7 +114,7 @@ def main():
     from safetensors.torch import load_file
 
     from ftlab.data import DataError, load_preference, load_task
-    from ftlab.evaluation import evaluate_all
+    from ftlab.evaluation import score_task
     from ftlab.metrics import accuracy_by_kind
     from ftlab.platforms import choose, detect
     from ftlab.report import save_metrics, summarize
@@ -150,12 +151,11 @@ def main():
         fail(e)
     bf16 = choose(detect()).bf16
 
-    def score(label, m):
+    settings = SimpleNamespace(per_device_eval_batch_size=args.per_device_eval_batch_size, bf16=bf16)
+
+    def score(label, m):  # the same scoring, and console line, as every train.py
         m.eval()
-        scores, answers = evaluate_all(m, tokenizer, data.eval_sets, data.questions, max_new_tokens=args.max_new_tokens,
-                                       batch_size=args.per_device_eval_batch_size, bf16=bf16)
-        print(f"{label}: exact match " + ", ".join(f"{scores[n]['exact_match']:.0%} {n}" for n in data.eval_sets))
-        return scores, answers
+        return score_task(label, m, tokenizer, data, args, settings)
 
     if args.eval_before and base is None:
         fail("--eval_before true on a full run needs --base_model (the model the run started from)")
