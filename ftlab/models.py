@@ -151,3 +151,57 @@ def has_soft_prompt(model) -> bool:
     """Whether `model` is a PEFT model with a soft prompt (prompt/prefix/p-tuning): learned vectors that its own
     forward adds before the text, so code that calls the model's parts, or reuses a prompt's cache, must not."""
     return getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+
+
+def what_is_in(path: Path | str) -> str:
+    """What a script's output holds: "model" (a full, merged or quantized model: config.json), "adapter"
+    (adapter_config.json names its base) or "gguf" (a .gguf file); ModelNotFound, in one line, for anything else."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf"
+    if not path.is_dir():
+        raise ModelNotFound(f"{path} does not exist")
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    if (path / "config.json").is_file():
+        return "model"
+    found = sorted(p.name for p in path.glob("*.gguf"))
+    found += sorted(p.name + "/" for p in path.iterdir()
+                    if (p / "config.json").is_file() or (p / "adapter_config.json").is_file())
+    hint = f"; it holds {', '.join(found[:6])}: pass one of those" if found else \
+        " (is the run still training, or did it stop before saving?)"
+    raise ModelNotFound(f"{path} holds no model: no config.json (a full, merged or quantized model), no "
+                        f"adapter_config.json (an adapter) and no .gguf file{hint}")
+
+
+def load_output(path: Path | str, dtype=None, device=None):
+    """(model, tokenizer) from any folder a script saved: a full, merged or quantized model, loaded as it is, or an
+    adapter on the base its adapter_config.json names (resolved like every config's model; PEFT leaves it unmerged,
+    so `model.merge_and_unload()` or `set_adapter` stay possible). A quantized model keeps its stored format
+    and places itself; anything else goes to `device` in `dtype` (default: as saved)."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    kind = what_is_in(path)
+    if kind == "gguf":
+        raise ModelNotFound(f"{path} is a GGUF file: llama.cpp runs it (ftlab.gguf.load), not transformers")
+    quantized = "quantization_config" in json.loads((path / "config.json").read_text()) if kind == "model" else False
+    load_dtype = "auto" if quantized or dtype is None else dtype
+    if kind == "adapter":
+        from peft import PeftModel
+
+        base_ref = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base_path = resolve_model(base_ref)
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype), path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype)
+    if device is not None and not quantized:
+        model = model.to(device)
+    # Every script saves the tokenizer beside its model or adapter; an adapter saved without one uses its base's.
+    has_tokenizer = (path / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(path if has_tokenizer or kind == "model" else base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,238 @@
+"""Serve several finetunes from one base: N LoRA adapters on one model, the right one switched in per request.
+
+A LoRA adapter is a few MB against its base's hundreds: a service with ten customers' finetunes can hold
+one base and ten adapters instead of ten models. This script loads the base once, puts each adapter on it
+under its own name (PEFT `load_adapter`), then answers a stream of requests in arrival order, each asking
+for one adapter: `set_adapter(name)` and generate. It measures what the adapters cost in memory against
+the same finetunes as N merged models, what switching costs per request, and scores each adapter's
+answers with its task's metric, to show that switching serves each one as if it were alone. (Multi-LoRA
+servers such as vLLM and LoRAX go further and mix adapters within one batch; PEFT's
+`generate(..., adapter_names=[...])` does the same.)
+
+Run from the repository root inside the project's environment, after training two adapters on the same base:
+
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml                          # extract
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --task describe --output_dir runs/07_b_lora
+    python 09_export/serve_adapters.py --config 09_export/serve_adapters.yaml
+
+Writes results.json and results.md to --output_dir.
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+try:  # outside .venv: one line, not a traceback
+    from ftlab.startup import fail, parse_config, prepare_output_dir
+except ModuleNotFoundError as e:
+    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
+                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+
+
+@dataclass
+class ServeArguments:
+    adapters: list[str] = field(default_factory=lambda: ["extract=runs/05_peft_lora", "describe=runs/07_b_lora"],
+                                metadata={"help": "TASK=FOLDER for each adapter, all trained on the same base; TASK "
+                                                  "(extract or describe) picks the requests it gets and its metric"})
+    requests: int = field(default=20, metadata={"help": "requests per adapter (eval examples of its task)"})
+    compare_merged: bool = field(default=True, metadata={
+        "help": "also hold the same finetunes as N merged models: their memory and answers, for comparison"})
+    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto: bf16 where the hardware multiplies it natively, else float32", "choices": ("auto", "bfloat16",
+                                                                                                  "float32")})
+    output_dir: str = field(default="runs/09_serve_adapters", metadata={"help": "results.json and results.md"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
+
+
+def parse_adapters(specs: list[str]) -> list[tuple[str, str, str]]:
+    """["extract=runs/a", ...] -> [(name, task, folder)]; names are the tasks, numbered when one repeats."""
+    parsed, seen = [], {}
+    for spec in specs:
+        task, sep, folder = spec.partition("=")
+        if not sep or task not in ("extract", "describe") or not folder:
+            fail(f"--adapters: {spec!r} is not TASK=FOLDER with TASK extract or describe")
+        seen[task] = seen.get(task, 0) + 1
+        parsed.append((task if seen[task] == 1 else f"{task}_{seen[task]}", task, folder))
+    return parsed
+
+
+def load_shared(base_path: str, adapters: list[tuple[str, str, str]], dtype: str):
+    """One base with every adapter on it, each under its name (the first active)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
+    name, _, folder = adapters[0]
+    model = PeftModel.from_pretrained(base, folder, adapter_name=name)
+    for name, _, folder in adapters[1:]:
+        model.load_adapter(folder, adapter_name=name)  # another set of A, B matrices beside the first
+    return model.eval()
+
+
+def load_merged(base_path: str, adapters: list[tuple[str, str, str]], dtype: str) -> dict:
+    """Each finetune as a model of its own: a fresh base with its adapter merged in, by name."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return {name: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype)),
+                                            folder).merge_and_unload().eval() for name, _, folder in adapters}
+
+
+def resident_growth(loader: str, *args) -> float:
+    """MB the process's resident memory grows by while `loader` (a function above) loads, measured in a fresh
+    process: in this one, memory freed earlier would be reused and hide part of the growth."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_grow, loader, *args).result()
+
+
+def _grow(loader: str, *args) -> float:
+    import gc
+
+    import peft  # noqa: F401  (the libraries' own memory is not what is measured)
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    from ftlab.report import memory_in_use
+
+    gc.collect()
+    before = memory_in_use()
+    held = globals()[loader](*args)
+    return (memory_in_use() - before) * 1024 if held is not None else 0.0
+
+
+def main():
+    import gc
+    import json
+    import time
+    from pathlib import Path
+
+    args = parse_config(ServeArguments)[0]
+    adapters = parse_adapters(args.adapters)
+    if args.requests < 1:
+        fail("--requests must be at least 1")
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from ftlab.data import gold_of, load_split
+    from ftlab.evaluation import generate, not_json, not_one_line
+    from ftlab.metrics import describe_score, score
+    from ftlab.models import ModelNotFound, resolve_model, what_is_in
+    from ftlab.platforms import choose, detect
+    from ftlab.quantization import weight_megabytes
+
+    # ---- 1. The adapters, and the one base they all need ----------------------------------------------------
+    bases = set()
+    for name, _, folder in adapters:
+        try:
+            if what_is_in(folder) != "adapter":
+                fail(f"{folder} is not an adapter (no adapter_config.json): train one with 05_peft_lora")
+        except ModelNotFound as e:
+            fail(f"{e}; train it first (see this script's docstring)")
+        bases.add(json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    if len(bases) != 1:
+        fail(f"the adapters were trained on different bases ({sorted(bases)}): one base serves only its own adapters")
+    base_path = resolve_model(bases.pop())
+    out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
+    out.mkdir(parents=True, exist_ok=True)
+    native_bf16 = choose(detect()).bf16  # serve in bf16 where the hardware multiplies it natively
+    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else torch.bfloat16 if native_bf16 else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+
+    # ---- 2. One base + N adapters: what they hold --------------------------------------------------------
+    dtype_name = str(dtype).removeprefix("torch.")
+    model = load_shared(base_path, adapters, dtype_name)
+    base_mb = weight_megabytes(model.get_base_model()) - sum(  # the base's own weights, without the LoRA matrices
+        weight_megabytes(m) for n, m in model.named_modules() if n.endswith(("lora_A", "lora_B")))
+    adapters_mb = weight_megabytes(model) - base_mb
+    shared_mb = resident_growth("load_shared", base_path, adapters, dtype_name)
+    print(f"one base ({base_mb:.0f} MB of weights) + {len(adapters)} adapters ({adapters_mb:.1f} MB): "
+          f"+{shared_mb:.0f} MB resident", flush=True)
+
+    # ---- 3. Requests in arrival order, interleaved across adapters; each switches to its adapter -------------
+    sets = {task: load_split("describe_eval" if task == "describe" else "sft_eval")[:args.requests]
+            for _, task, _ in adapters}
+    queue = [(name, task, i) for i in range(args.requests) for name, task, _ in adapters]
+
+    def serve(pick) -> tuple[dict, float, float]:
+        """Answer the queue in order, batch 1; `pick(name)` readies the model for a request (and is timed apart)."""
+        replies, picking, answering = {name: [] for name, _, _ in adapters}, 0.0, 0.0
+        for name, task, i in queue:
+            start = time.perf_counter()
+            ready = pick(name)
+            picking += time.perf_counter() - start
+            start = time.perf_counter()
+            replies[name] += generate(ready, tokenizer, [sets[task][i]["messages"][:-1]], batch_size=1,
+                                      max_new_tokens=args.max_new_tokens,
+                                      hopeless=not_json if task == "extract" else not_one_line)
+            answering += time.perf_counter() - start
+        return replies, picking, answering
+
+    def switch(name, shared=model):
+        shared.set_adapter(name)  # which A, B every LoRA layer adds from now on: no weights move
+        return shared
+
+    answers, switch_seconds, generate_seconds = serve(switch)
+
+    def task_scores(name, task, replies):
+        metric = score if task == "extract" else describe_score
+        return metric(replies, [gold_of(ex) for ex in sets[task]])
+
+    rows = [{"adapter": name, "task": task, "folder": folder, "scores": task_scores(name, task, answers[name])}
+            for name, task, folder in adapters]
+    results = {"base": str(base_path), "dtype": str(dtype), "requests": len(queue),
+               "shared": {"weights_mb": round(base_mb + adapters_mb, 1), "adapters_mb": round(adapters_mb, 2),
+                          "resident_mb": round(shared_mb)},
+               "seconds_per_request": round(generate_seconds / len(queue), 2),
+               "switch_ms_per_request": round(1000 * switch_seconds / len(queue), 3), "rows": rows}
+    del model, switch
+    gc.collect()
+
+    # ---- 4. The same finetunes as N merged models: their memory, and do they answer the same? ----------------
+    if args.compare_merged:
+        merged = load_merged(base_path, adapters, dtype_name)
+        results["merged"] = {"weights_mb": round(sum(weight_megabytes(m) for m in merged.values()), 1),
+                             "resident_mb": round(resident_growth("load_merged", base_path, adapters, dtype_name))}
+        own, _, seconds = serve(lambda name: merged[name])
+        results["merged"]["seconds_per_request"] = round(seconds / len(queue), 2)
+        for row in rows:
+            row["merged_scores"] = task_scores(row["adapter"], row["task"], own[row["adapter"]])
+            row["same_answers"] = sum(a == b for a, b in zip(own[row["adapter"]], answers[row["adapter"]], strict=True))
+        del merged
+        gc.collect()
+
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
+    print("\n" + results_table(results) + f"\nwrote {out / 'results.json'} and results.md")
+
+
+def results_table(results: dict) -> str:
+    """Memory of the two ways to serve, then each adapter's score through the switch (and merged, if measured)."""
+    n = len(results["rows"])
+    lines = ["| serving | weights (MB) | resident memory added (MB) |", "|---|---|---|",
+             (f"| one base + {n} adapters (set_adapter per request) | {results['shared']['weights_mb']} "
+              f"(adapters: {results['shared']['adapters_mb']}) | {results['shared']['resident_mb']} |")]
+    if "merged" in results:
+        lines.append(f"| {n} merged models | {results['merged']['weights_mb']} | {results['merged']['resident_mb']} |")
+    merged_speed = (f"; the merged models, {results['merged']['seconds_per_request']} s per request (no LoRA "
+                    "matmuls beside each layer)") if "merged" in results else ""
+    lines += ["", (f"{results['requests']} requests, interleaved, batch 1: {results['seconds_per_request']} s per "
+                   f"request through the switch, {results['switch_ms_per_request']} ms of it to switch adapters"
+                   f"{merged_speed}."), "",
+              "| adapter | task | requests | score through the switch | merged model alone | same answers |",
+              "|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        key = "exact_match"  # both metrics' strict score: the exact JSON, or a sentence with every fact and no more
+        own = f"{r['merged_scores'][key]:.1%}" if "merged_scores" in r else "-"
+        same = f"{r['same_answers']}/{r['scores']['n']}" if "same_answers" in r else "-"
+        lines.append(f"| {r['adapter']} ({r['folder']}) | {r['task']} | {r['scores']['n']} | "
+                     f"{r['scores'][key]:.1%} | {own} | {same} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
