@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llamafactory setup-gguf demo test test-slow test-gpu bench-gpu lint clean
+.PHONY: setup setup-llamafactory setup-gguf demo course test test-slow test-gpu bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -40,7 +40,7 @@ $(LF_STAMP): configs/llamafactory/requirements.txt $(STAMP)
 	touch $(LF_STAMP)
 
 # GGUF export and llama.cpp (09_export, `python -m ftlab.chat x.gguf`): llama-cpp-python is compiled from its source
-# distribution (~N min on 2 cores, once; pip caches the wheel), and llama.cpp's converter, which that same file
+# distribution (5 min 19 s in CI on 2 cores, once; pip caches the wheel), and llama.cpp's converter, which that same file
 # carries (convert_hf_to_gguf.py with the conversion/ and gguf-py/ packages it imports), is unpacked into
 # .venv/llama.cpp/: writer and reader from one llama.cpp commit, nothing downloaded when they run.
 LLAMA_CPP_PYTHON ?= 0.3.36
@@ -65,6 +65,12 @@ $(GGUF_STAMP): $(STAMP)
 
 demo: setup
 	$(PY) 02_sft/train.py --config 02_sft/config.yaml --overwrite_output_dir true
+
+# Every technique's default config on the embedded model (~1.5 h on 2 cores), then one table and chart in
+# runs/course/. A technique already complete for the same command and config is not run again: a stopped
+# `make course` goes on where it stopped. benchmarks/course.py --help: --only, --table_only.
+course: setup
+	$(PY) benchmarks/course.py
 
 test: setup
 	$(PY) -m pytest

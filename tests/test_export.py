@@ -99,12 +99,15 @@ def test_chat_refuses_a_folder_without_a_model(tmp_path):
 
 
 def test_chat_ends_cleanly_on_ctrl_c(tiny_model):
-    process = subprocess.Popen([sys.executable, "-m", "ftlab.chat", str(tiny_model)], cwd=ROOT, env=ENV, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "ftlab.chat", str(tiny_model)], cwd=ROOT, env=ENV,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    banner = process.stdout.readline()  # printed once the model is loaded, before the first prompt
-    assert "Now in task mode" in banner
+    seen = b""  # read byte by byte from the pipe itself (a buffered reader would keep what communicate() must see)
+    while not seen.endswith(b"text> "):  # the model is loaded and the chat waits at its prompt
+        byte = os.read(process.stdout.fileno(), 1)
+        assert byte, seen.decode(errors="replace") + process.stderr.read().decode(errors="replace")[-2000:]
+        seen += byte
     process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    out, err = process.communicate(timeout=60)
+    out, err = (stream.decode() for stream in process.communicate(timeout=60))
     assert process.returncode == 0 and "(interrupted)" in out and out.rstrip().endswith("bye")
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
 

@@ -1,0 +1,175 @@
+"""The whole course in one table: every technique's default config on the embedded model, then one table and chart.
+
+    make course                                     # every technique below, then runs/course/course.md and .png
+    python benchmarks/course.py --only 02_sft 05_peft_lora    # some of them
+    python benchmarks/course.py --table_only        # rebuild the table from what runs/course/ already holds
+
+Each technique runs its folder's script with its default config, as a learner would (nothing is copied
+from the scripts), into runs/course/<name>/ (never a learner's own runs/ folders). A run that finished
+leaves `course_run.json` with a fingerprint of its command, script and config file; when the fingerprint
+still matches, the technique is not run again, so a stopped `make course` goes on where it stopped and a
+changed config runs again. The table is built from each run's metrics.json alone (every script writes the
+same keys through ftlab.report). Flags after `--` reach every run (`-- --max_steps 2` for a smoke test).
+
+On the project's 2-core CPU each run takes 6-11 minutes: the whole course about 1.5 hours.
+"""
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (name, script, config, what it teaches). 03's DPO and GRPO start from the base model, as their configs do;
+# 08's QAT starts from the course's own 02_sft run. 07 (merging) and 09 (export) train nothing: not in the table.
+TECHNIQUES = [
+    ("01_full_finetuning", "01_full_finetuning/train.py", "01_full_finetuning/config.yaml",
+     "continued pre-training on prose, every weight"),
+    ("02_sft", "02_sft/train.py", "02_sft/config.yaml", "supervised finetuning, every weight"),
+    ("03_dpo", "03_rlhf/train_dpo.py", "03_rlhf/dpo.yaml", "DPO on preference pairs, from the base"),
+    ("03_grpo", "03_rlhf/train_rl.py", "03_rlhf/rl.yaml", "GRPO against the reward model and JSON reward"),
+    ("04_moe", "04_moe/train.py", "04_moe/config.yaml", "SFT of SmolLM2 upcycled to 4 experts"),
+    ("05_peft_lora", "05_peft_lora/train.py", "05_peft_lora/config.yaml", "LoRA r16 on a bf16 base"),
+    ("06_qlora", "06_qlora/train.py", "06_qlora/config.yaml", "LoRA r16 on a 4-bit NF4 base"),
+    ("08_qat", "08_quantization/train_qat.py", "08_quantization/train_qat.yaml",
+     "20 more steps of 02_sft's model, QAT towards int4"),
+]
+# Runs that start from another technique's output name it here (their config's default points at runs/).
+STARTS_FROM = {"08_qat": "02_sft"}
+
+
+def fingerprint(command: list[str], script: str, config: str) -> str:
+    """What makes a run the same run: its command line and the bytes of its script and config file."""
+    digest = hashlib.sha256(json.dumps(command).encode())
+    for path in (script, config):
+        digest.update((ROOT / path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def complete(out: Path, stamp: str) -> bool:
+    """Whether `out` holds a finished run with this fingerprint (metrics.json and course_run.json agree)."""
+    marker = out / "course_run.json"
+    return (out / "metrics.json").is_file() and marker.is_file() and \
+        json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == stamp
+
+
+def run_all(names: list[str], root: Path, extra: list[str]) -> list[str]:
+    """Run each named technique that is not already complete; return the names that failed."""
+    failed = []
+    for name, script, config, _ in TECHNIQUES:
+        if name not in names:
+            continue
+        out = root / name
+        command = [script, "--config", config, "--output_dir", str(out), "--overwrite_output_dir", "true"]
+        if name in STARTS_FROM:
+            command += ["--model_name_or_path", str(root / STARTS_FROM[name])]
+        command += extra
+        stamp = fingerprint(command, script, config)
+        if complete(out, stamp):
+            print(f"{name}: already complete for this config ({out}), not run again", flush=True)
+            continue
+        print(f"{name}: python {' '.join(command)}", flush=True)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, *command], cwd=ROOT, check=False)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0 or not (out / "metrics.json").is_file():
+            print(f"{name}: failed (exit {done.returncode}) after {seconds:.0f} s; the others go on", flush=True)
+            failed.append(name)
+            continue
+        (out / "course_run.json").write_text(json.dumps({"fingerprint": stamp, "command": command,
+                                                         "wall_seconds": round(seconds, 1)}, indent=2) + "\n")
+        print(f"{name}: done in {seconds:.0f} s", flush=True)
+    return failed
+
+
+def collect(root: Path) -> list[dict]:
+    """One row per technique whose run holds a metrics.json, in the course's order."""
+    rows = []
+    for name, _, _, what in TECHNIQUES:
+        path = root / name / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text(encoding="utf-8"))
+        wall = root / name / "course_run.json"
+        rows.append({"name": name, "what": what, "before": m.get("before"), "after": m["after"],
+                     "train_seconds": m.get("train_seconds"), "peak_memory_gib": m.get("peak_memory_gib"),
+                     "memory_device": m.get("memory_device"), "trainable": m.get("trainable_parameters"),
+                     "total": m.get("total_parameters"),
+                     "wall_seconds": json.loads(wall.read_text())["wall_seconds"] if wall.is_file() else None})
+    return rows
+
+
+def exact(scores: dict | None, name: str) -> str:
+    return f"{scores[name]['exact_match']:.1%}" if scores and name in scores else "-"
+
+
+def table(rows: list[dict]) -> str:
+    """The course table, as markdown."""
+    lines = [("| technique | what | synthetic exact, before -> after | hand-written exact, before -> after | "
+              "valid JSON after | train time (s) | whole run (s) | peak memory (GiB) | trained / total parameters |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        valid = [r["after"][s]["valid_json"] for s in ("synthetic", "handwritten") if s in r["after"]]
+        params = f"{r['trainable'] / 1e6:.1f}M / {r['total'] / 1e6:.1f}M" if r["trainable"] and r["total"] else "-"
+        lines.append(
+            f"| {r['name']} | {r['what']} | {exact(r['before'], 'synthetic')} -> {exact(r['after'], 'synthetic')} | "
+            f"{exact(r['before'], 'handwritten')} -> {exact(r['after'], 'handwritten')} | "
+            f"{min(valid):.0%} | {r['train_seconds'] or '-'} | {r['wall_seconds'] or '-'} | "
+            f"{r['peak_memory_gib'] if r['peak_memory_gib'] is not None else '-'} | {params} |")
+    return "\n".join(lines)
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    """Hand-written exact match against training time, the marker's area the peak memory; synthetic as a hollow
+    marker beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        x = r["train_seconds"] or 0
+        size = 40 * (r["peak_memory_gib"] or 1)
+        for name, style in (("handwritten", {"alpha": 0.7}), ("synthetic", {"facecolors": "none", "edgecolors": "k"})):
+            if name in r["after"]:
+                ax.scatter(x, 100 * r["after"][name]["exact_match"], s=size, **style)
+        labelled = "handwritten" if "handwritten" in r["after"] else "synthetic"
+        ax.annotate(r["name"], (x, 100 * r["after"][labelled]["exact_match"]), fontsize=8, xytext=(6, 4),
+                    textcoords="offset points")
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("exact match after training (%)")
+    ax.set_title("The course: filled = hand-written set, hollow = synthetic split; area = peak memory")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = [name for name, *_ in TECHNIQUES]
+    parser.add_argument("--only", nargs="+", choices=names, default=names, help="techniques to run")
+    parser.add_argument("--output_root", default="runs/course", help="one folder per technique, and the table")
+    parser.add_argument("--table_only", action="store_true", help="do not run anything; rebuild the table")
+    parser.add_argument("extra", nargs="*", help="flags for every run, after --")
+    args = parser.parse_args()
+    root = (ROOT / args.output_root) if not Path(args.output_root).is_absolute() else Path(args.output_root)
+    root.mkdir(parents=True, exist_ok=True)
+    failed = [] if args.table_only else run_all(args.only, root, args.extra)
+    rows = collect(root)
+    if not rows:
+        raise SystemExit(f"error: no finished run in {root}: run `make course` (or this script without --table_only)")
+    (root / "course.md").write_text(table(rows) + "\n", encoding="utf-8")
+    chart(rows, root / "course.png")
+    print("\n" + table(rows) + f"\n\nwrote {root / 'course.md'} and {root / 'course.png'}")
+    if failed:
+        raise SystemExit(f"error: {', '.join(failed)} failed (their output above); the table holds the others")
+
+
+if __name__ == "__main__":
+    main()
