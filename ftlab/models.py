@@ -159,6 +159,8 @@ def what_is_in(path: Path | str) -> str:
     path = Path(path)
     if path.is_file() and path.suffix == ".gguf":
         return "gguf"
+    if path.is_file():
+        raise ModelNotFound(f"{path} is a file: pass the folder a script saved (or a .gguf file)")
     if not path.is_dir():
         raise ModelNotFound(f"{path} does not exist")
     if (path / "adapter_config.json").is_file():

@@ -99,7 +99,11 @@ def test_chat_refuses_a_folder_without_a_model(tmp_path):
 
 
 def test_chat_ends_cleanly_on_ctrl_c(tiny_model):
-    process = subprocess.Popen([sys.executable, "-m", "ftlab.chat", str(tiny_model)], cwd=ROOT, env=ENV,
+    # Ctrl-C as a terminal delivers it. A shell that starts jobs in the background (CI's can) sets SIGINT to
+    # "ignore" for them, and Python then installs no KeyboardInterrupt handler: the chat gets Python's back first.
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             f"sys.argv = ['ftlab.chat', {str(tiny_model)!r}]; runpy.run_module('ftlab.chat', run_name='__main__')")
+    process = subprocess.Popen([sys.executable, "-c", start], cwd=ROOT, env=ENV,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen = b""  # read byte by byte from the pipe itself (a buffered reader would keep what communicate() must see)
     while not seen.endswith(b"text> "):  # the model is loaded and the chat waits at its prompt
