@@ -1,7 +1,7 @@
 """GGUF, the one-file format llama.cpp, Ollama and LM Studio run: written from a Hugging Face folder, read back.
 
-Which tools, and why: llama.cpp's own converter (`convert_hf_to_gguf.py`) is the reference every other
-exporter wraps (Unsloth's and LLaMA-Factory's call it too), but it is not a package on PyPI. The source
+Which tools, and why: llama.cpp's own converter (`convert_hf_to_gguf.py`) is the reference: Unsloth's GGUF
+export runs it, and LLaMA-Factory's maintainers and transformers' docs send users to it. It is not a package on PyPI. The source
 distribution of `llama-cpp-python` carries it, with the `conversion` package and `gguf-py` it imports, beside
 the llama.cpp sources that pip compiles into the loader. `make setup-gguf` builds llama-cpp-python from that
 one file and unpacks the converter from it into .venv/llama.cpp/, so the writer and the reader come from the
