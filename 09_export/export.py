@@ -152,8 +152,8 @@ def main():
     record("trained", saved + (", bf16 arithmetic (as the lessons score)" if bf16 else ""), None, source_mb,
            decode_speed(model, tokenizer, speed_prompt, args.decode_tokens), score_transformers("trained", model))
     if bf16 and args.score and args.fp32_check:  # the same weights, only the arithmetic changed
-        reference = copy.deepcopy(model)
-        reference = (reference.merge_and_unload() if kind == "adapter" else reference).float()
+        # A full model is already fp32 (evaluate_all scores a copy); an adapter's copy is merged and widened to fp32.
+        reference = copy.deepcopy(model).merge_and_unload().float() if kind == "adapter" else model
         record("trained, fp32", "the same weights in fp32 arithmetic: what arithmetic alone changes", None,
                source_mb, decode_speed(reference, tokenizer, speed_prompt, args.decode_tokens),
                score_transformers("trained, fp32", reference, in_bf16=False))

@@ -119,8 +119,7 @@ def main():
     from transformers import AutoTokenizer
 
     from ftlab.data import gold_of, load_split
-    from ftlab.evaluation import generate, not_json, not_one_line
-    from ftlab.metrics import describe_score, score
+    from ftlab.evaluation import TASK_SCORING, generate
     from ftlab.models import ModelNotFound, resolve_model, what_is_in
     from ftlab.platforms import choose, detect
     from ftlab.quantization import weight_megabytes
@@ -168,7 +167,7 @@ def main():
             start = time.perf_counter()
             replies[name] += generate(ready, tokenizer, [sets[task][i]["messages"][:-1]], batch_size=1,
                                       max_new_tokens=args.max_new_tokens,
-                                      hopeless=not_json if task == "extract" else not_one_line)
+                                      hopeless=TASK_SCORING[task][1])
             answering += time.perf_counter() - start
         return replies, picking, answering
 
@@ -179,8 +178,7 @@ def main():
     answers, switch_seconds, generate_seconds = serve(switch)
 
     def task_scores(name, task, replies):
-        metric = score if task == "extract" else describe_score
-        return metric(replies, [gold_of(ex) for ex in sets[task]])
+        return TASK_SCORING[task][0](replies, [gold_of(ex) for ex in sets[task]])
 
     rows = [{"adapter": name, "task": task, "folder": folder, "scores": task_scores(name, task, answers[name])}
             for name, task, folder in adapters]

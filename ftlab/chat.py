@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from ftlab import gguf  # (light: llama_cpp itself is imported only when a GGUF file is loaded)
 from ftlab.startup import fail  # also makes the console print names it cannot encode as "?", not crash
 
 
@@ -82,16 +83,13 @@ class LlamaCppModel:
     """A GGUF file as llama.cpp runs it: its own tokenizer and chat template, read from the file."""
 
     def __init__(self, path: Path):
-        from ftlab import gguf
-
         if (why := gguf.missing()) is not None:
             fail(why)
         self.llm = gguf.load(path)
-        self.stream_chat = gguf.stream_chat
         self.about = f"llama.cpp, {path.stat().st_size / 1e6:.0f} MB GGUF"
 
     def stream(self, messages: list[dict], max_new_tokens: int, temperature: float):
-        yield from self.stream_chat(self.llm, messages, max_new_tokens, temperature)
+        yield from gguf.stream_chat(self.llm, messages, max_new_tokens, temperature)
 
 
 def verdict(answer: str) -> str:

@@ -108,6 +108,10 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     return outputs
 
 
+# Each task's metric, and the test that stops generating an answer which can no longer score.
+TASK_SCORING = {"extract": (score, not_json), "describe": (describe_score, not_one_line)}
+
+
 def evaluate(model, tokenizer, examples: list[dict], generator=None, **generate_kwargs) -> tuple[dict, list[str]]:
     """Score the model on SFT-format `examples` of one task (extract or describe, read from the system prompt)
     with that task's metric; return (scores, predictions). `generator` replaces `generate` for a model that is
@@ -115,7 +119,7 @@ def evaluate(model, tokenizer, examples: list[dict], generator=None, **generate_
     tasks = {task_of(ex["messages"]) for ex in examples}
     if len(tasks) != 1:
         raise ValueError(f"an eval set holds one task, this one holds {sorted(tasks)}")
-    metric, hopeless = (score, not_json) if tasks == {"extract"} else (describe_score, not_one_line)
+    metric, hopeless = TASK_SCORING[tasks.pop()]
     prompts = [ex["messages"][:-1] for ex in examples]
     predictions = (generator or generate)(model, tokenizer, prompts, hopeless=hopeless, **generate_kwargs)
     return metric(predictions, [gold_of(ex) for ex in examples]), predictions
