@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llamafactory setup-gguf demo course test test-slow test-gpu bench-gpu lint clean
+.PHONY: setup setup-llamafactory setup-gguf demo course test test-notebooks test-slow test-gpu bench-gpu lint clean
 
 setup: $(STAMP)
 
@@ -74,6 +74,9 @@ course: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-notebooks: setup
+	$(PY) -m pytest -m notebooks --dist load
 
 test-slow: setup
 	$(PY) -m pytest -m slow -n 0

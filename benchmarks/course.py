@@ -3,15 +3,18 @@
     make course                                     # every technique below, then runs/course/course.md and .png
     python benchmarks/course.py --only 02_sft 05_peft_lora    # some of them
     python benchmarks/course.py --table_only        # rebuild the table from what runs/course/ already holds
+    python benchmarks/course.py --dry_run           # what would run, and what is complete already
 
 Each technique runs its folder's script with its default config, as a learner would (nothing is copied
 from the scripts), into runs/course/<name>/ (never a learner's own runs/ folders). A run that finished
 leaves `course_run.json` with a fingerprint of its command, script and config file; when the fingerprint
 still matches, the technique is not run again, so a stopped `make course` goes on where it stopped and a
-changed config runs again. The table is built from each run's metrics.json alone (every script writes the
-same keys through ftlab.report). Flags after `--` reach every run (`-- --max_steps 2` for a smoke test).
+changed config runs again. 03's DPO and GRPO and 08's QAT start from the course's own 02_sft model (the table
+then shows what each adds on top of SFT), so a new 02_sft run makes them new runs too. The table is built from
+each run's metrics.json alone (every script writes the same keys through ftlab.report). Flags after `--` reach
+every run (`-- --max_steps 2` for a smoke test).
 
-On the project's 2-core CPU each run takes 6-11 minutes: the whole course about 1.5 hours.
+On the project's 2-core CPU each run took 6-9 minutes, the whole course 64 minutes (README, The course table).
 """
 
 import argparse
@@ -24,14 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (name, script, config, what it teaches). 03's DPO and GRPO start from the base model, as their configs do;
-# 08's QAT starts from the course's own 02_sft run. 07 (merging) and 09 (export) train nothing: not in the table.
+# (name, script, config, what it teaches). 03's DPO and GRPO, and 08's QAT, start from the course's own 02_sft run:
+# the table then shows what each adds on top of SFT. 07 (merging) and 09 (export) train nothing: not in the table.
 TECHNIQUES = [
     ("01_full_finetuning", "01_full_finetuning/train.py", "01_full_finetuning/config.yaml",
      "continued pre-training on prose, every weight"),
     ("02_sft", "02_sft/train.py", "02_sft/config.yaml", "supervised finetuning, every weight"),
-    ("03_dpo", "03_rlhf/train_dpo.py", "03_rlhf/dpo.yaml", "DPO on preference pairs, from the base"),
-    ("03_grpo", "03_rlhf/train_rl.py", "03_rlhf/rl.yaml", "GRPO against the reward model and JSON reward"),
+    ("03_dpo", "03_rlhf/train_dpo.py", "03_rlhf/dpo.yaml", "DPO on preference pairs, on top of 02_sft"),
+    ("03_grpo", "03_rlhf/train_rl.py", "03_rlhf/rl.yaml", "GRPO with the checked JSON reward, on top of 02_sft"),
     ("04_moe", "04_moe/train.py", "04_moe/config.yaml", "SFT of SmolLM2 upcycled to 4 experts"),
     ("05_peft_lora", "05_peft_lora/train.py", "05_peft_lora/config.yaml", "LoRA r16 on a bf16 base"),
     ("06_qlora", "06_qlora/train.py", "06_qlora/config.yaml", "LoRA r16 on a 4-bit NF4 base"),
@@ -39,7 +42,10 @@ TECHNIQUES = [
      "20 more steps of 02_sft's model, QAT towards int4"),
 ]
 # Runs that start from another technique's output name it here (their config's default points at runs/).
-STARTS_FROM = {"08_qat": "02_sft"}
+STARTS_FROM = {"03_dpo": "02_sft", "03_grpo": "02_sft", "08_qat": "02_sft"}
+# Flags a technique's run adds to its config: GRPO's reward model is a lesson of its own (03_rlhf/README.md), so
+# the course uses the reward that needs no training, a program that checks the JSON (RL with verifiable rewards).
+FLAGS = {"03_grpo": ["--rewards", "json"]}
 
 
 def fingerprint(command: list[str], script: str, config: str) -> str:
@@ -57,7 +63,7 @@ def complete(out: Path, stamp: str) -> bool:
         json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == stamp
 
 
-def run_all(names: list[str], root: Path, extra: list[str]) -> list[str]:
+def run_all(names: list[str], root: Path, extra: list[str], dry_run: bool = False) -> list[str]:
     """Run each named technique that is not already complete; return the names that failed."""
     failed = []
     for name, script, config, _ in TECHNIQUES:
@@ -65,14 +71,28 @@ def run_all(names: list[str], root: Path, extra: list[str]) -> list[str]:
             continue
         out = root / name
         command = [script, "--config", config, "--output_dir", str(out), "--overwrite_output_dir", "true"]
+        upstream = []
         if name in STARTS_FROM:
-            command += ["--model_name_or_path", str(root / STARTS_FROM[name])]
-        command += extra
-        stamp = fingerprint(command, script, config)
+            start = root / STARTS_FROM[name]
+            command += ["--model_name_or_path", str(start)]
+            marker = start / "course_run.json"
+            if not marker.is_file():
+                if dry_run:
+                    print(f"{name}: runs after {STARTS_FROM[name]}, from its model", flush=True)
+                else:
+                    print(f"{name}: starts from {STARTS_FROM[name]}'s model, which has no finished run in {root}: "
+                          f"run both (--only {STARTS_FROM[name]} {name})", flush=True)
+                    failed.append(name)
+                continue
+            upstream = [json.loads(marker.read_text(encoding="utf-8"))["fingerprint"]]  # a new start, a new run
+        command += FLAGS.get(name, []) + extra
+        stamp = fingerprint(command + upstream, script, config)
         if complete(out, stamp):
             print(f"{name}: already complete for this config ({out}), not run again", flush=True)
             continue
         print(f"{name}: python {' '.join(command)}", flush=True)
+        if dry_run:
+            continue
         start = time.perf_counter()
         done = subprocess.run([sys.executable, *command], cwd=ROOT, check=False)
         seconds = time.perf_counter() - start
@@ -124,27 +144,36 @@ def table(rows: list[dict]) -> str:
 
 
 def chart(rows: list[dict], path: Path) -> None:
-    """Hand-written exact match against training time, the marker's area the peak memory; synthetic as a hollow
-    marker beside it."""
+    """Left: exact match after training against training time, one colour per technique (filled: hand-written set,
+    hollow: synthetic split, joined by a line). Right: each technique's peak memory, in the same colours."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        x = r["train_seconds"] or 0
-        size = 40 * (r["peak_memory_gib"] or 1)
-        for name, style in (("handwritten", {"alpha": 0.7}), ("synthetic", {"facecolors": "none", "edgecolors": "k"})):
-            if name in r["after"]:
-                ax.scatter(x, 100 * r["after"][name]["exact_match"], s=size, **style)
-        labelled = "handwritten" if "handwritten" in r["after"] else "synthetic"
-        ax.annotate(r["name"], (x, 100 * r["after"][labelled]["exact_match"]), fontsize=8, xytext=(6, 4),
-                    textcoords="offset points")
-    ax.set_xlabel("training time (s)")
-    ax.set_ylabel("exact match after training (%)")
-    ax.set_title("The course: filled = hand-written set, hollow = synthetic split; area = peak memory")
-    ax.grid(alpha=0.3)
+    fig, (score, memory) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
+    for i, r in enumerate(rows):
+        color, x = f"C{i}", r["train_seconds"] or 0
+        points = {s: 100 * r["after"][s]["exact_match"] for s in ("handwritten", "synthetic") if s in r["after"]}
+        if len(points) == 2:
+            score.plot([x, x], list(points.values()), color=color, alpha=0.4, linewidth=1)
+        if "handwritten" in points:
+            score.scatter(x, points["handwritten"], s=80, color=color, label=r["name"], zorder=3)
+        if "synthetic" in points:
+            score.scatter(x, points["synthetic"], s=80, facecolors="none", edgecolors=color, zorder=3,
+                          label=None if "handwritten" in points else r["name"])
+        memory.barh(r["name"], r["peak_memory_gib"] or 0, color=color)
+        memory.annotate(f"{r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "-",
+                        (r["peak_memory_gib"] or 0, i), xytext=(4, -3), textcoords="offset points", fontsize=8)
+    score.set_xlabel("training time (s)")
+    score.set_ylabel("exact match after training (%)")
+    score.set_title("Score against time (filled: hand-written, hollow: synthetic)", fontsize=10)
+    score.grid(alpha=0.3)
+    score.legend(fontsize=8, loc="best")
+    memory.invert_yaxis()
+    memory.set_xlabel(f"peak memory (GiB, {rows[0]['memory_device'] or 'device'})")
+    memory.set_title("Peak memory of the whole run", fontsize=10)
+    memory.set_xlim(0, 1.2 * max((r["peak_memory_gib"] or 0) for r in rows) or 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -156,11 +185,14 @@ def main():
     parser.add_argument("--only", nargs="+", choices=names, default=names, help="techniques to run")
     parser.add_argument("--output_root", default="runs/course", help="one folder per technique, and the table")
     parser.add_argument("--table_only", action="store_true", help="do not run anything; rebuild the table")
+    parser.add_argument("--dry_run", action="store_true", help="print what would run (and what is complete), run nothing")
     parser.add_argument("extra", nargs="*", help="flags for every run, after --")
     args = parser.parse_args()
     root = (ROOT / args.output_root) if not Path(args.output_root).is_absolute() else Path(args.output_root)
     root.mkdir(parents=True, exist_ok=True)
-    failed = [] if args.table_only else run_all(args.only, root, args.extra)
+    failed = [] if args.table_only else run_all(args.only, root, args.extra, args.dry_run)
+    if args.dry_run:
+        return
     rows = collect(root)
     if not rows:
         raise SystemExit(f"error: no finished run in {root}: run `make course` (or this script without --table_only)")

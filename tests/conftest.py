@@ -75,6 +75,28 @@ def tiny_model_64(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-64"), hidden=64)
 
 
+@pytest.fixture(scope="session")
+def smol_tiny(tmp_path_factory) -> Path:
+    """A tiny random Llama (width 64) with SmolLM2's own tokenizer and chat template: llama.cpp's converter
+    recognises a tokenizer by how it splits text, and knows SmolLM2's, not the toy one the other tests use."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ftlab.models import resolve_model
+
+    path = tmp_path_factory.mktemp("smol-tiny")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct"))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def one_at_a_time(name: str):
     """A lock every process on this machine shares (each pytest-xdist worker, another pytest run): for what
     two tests must not do at once, such as binding the launchers' fixed port or training the real model."""

@@ -1,6 +1,6 @@
 """benchmarks/course.py (`make course`): runs techniques into runs/course/<name>/, skips the ones already complete for
 the same command and config, and builds the course table (markdown and PNG) from the runs' metrics.json alone.
-Here two techniques run on the tiny model for 2 steps each."""
+Here two techniques run on the tiny model for 2 steps each; the ones that start from another are planned, not run."""
 
 import json
 import os
@@ -64,3 +64,16 @@ def test_table_only_and_its_error(ran, tmp_path):
     assert rebuilt.returncode == 0 and "| 05_peft_lora |" in rebuilt.stdout
     empty = course(tmp_path / "none", "--table_only")
     assert empty.returncode == 1 and empty.stderr.strip().startswith("error: no finished run")
+
+
+def test_a_technique_that_starts_from_another_runs_on_its_model(ran, tmp_path):
+    root, _ = ran
+    planned = course(root, "--dry_run", "--only", "03_grpo", "08_qat")
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    # GRPO and QAT start from the course's own SFT model; GRPO with the reward that needs no reward model.
+    assert f"03_grpo: python 03_rlhf/train_rl.py --config 03_rlhf/rl.yaml --output_dir {root / '03_grpo'} " \
+           f"--overwrite_output_dir true --model_name_or_path {root / '02_sft'} --rewards json" in planned.stdout
+    assert "08_qat: python 08_quantization/train_qat.py" in planned.stdout and not (root / "08_qat").exists()
+    alone = course(tmp_path / "fresh", "--only", "03_dpo")  # no SFT run to start from: said in one line, not run
+    assert alone.returncode == 1 and "run both (--only 02_sft 03_dpo)" in alone.stdout
+    assert not (tmp_path / "fresh" / "03_dpo").exists()

@@ -186,26 +186,6 @@ def test_serve_adapters_script(adapters, tmp_path):
 
 
 # ---- GGUF: the converter and llama.cpp's loader ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def smol_tiny(tmp_path_factory):
-    """A tiny random Llama with SmolLM2's tokenizer and chat template (the converter must recognise the tokenizer)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from ftlab.models import resolve_model
-
-    path = tmp_path_factory.mktemp("smol-tiny")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct"))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @needs_llama_cpp
 def test_gguf_round_trip_through_llama_cpp(smol_tiny, tmp_path):
     """export.py writes f32, f16 and q8_0 GGUF files; llama.cpp loads each, tokenizes the chat prompt as transformers
