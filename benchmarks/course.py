@@ -9,10 +9,11 @@ Each technique runs its folder's script with its default config, as a learner wo
 from the scripts), into runs/course/<name>/ (never a learner's own runs/ folders). A run that finished
 leaves `course_run.json` with a fingerprint of its command, script and config file; when the fingerprint
 still matches, the technique is not run again, so a stopped `make course` goes on where it stopped and a
-changed config runs again. 03's DPO and GRPO and 08's QAT start from the course's own 02_sft model (the table
-then shows what each adds on top of SFT), so a new 02_sft run makes them new runs too. The table is built from
-each run's metrics.json alone (every script writes the same keys through ftlab.report). Flags after `--` reach
-every run (`-- --max_steps 2` for a smoke test).
+changed config runs again (a stopped run starts over). A finished run's checkpoints are deleted: nothing here
+resumes from them, and the eight would hold about 11 GB. 03's DPO and GRPO and 08's QAT start from the course's
+own 02_sft model (the table then shows what each adds on top of SFT), so a new 02_sft run makes them new runs
+too. The table is built from each run's metrics.json alone (every script writes the same keys through
+ftlab.report). Flags after `--` reach every run (`-- --max_steps 2` for a smoke test).
 
 On the project's 2-core CPU each run took 6-9 minutes, the whole course 64 minutes (README, The course table).
 """
@@ -20,6 +21,7 @@ On the project's 2-core CPU each run took 6-9 minutes, the whole course 64 minut
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -102,7 +104,11 @@ def run_all(names: list[str], root: Path, extra: list[str], dry_run: bool = Fals
             continue
         (out / "course_run.json").write_text(json.dumps({"fingerprint": stamp, "command": command,
                                                          "wall_seconds": round(seconds, 1)}, indent=2) + "\n")
-        print(f"{name}: done in {seconds:.0f} s", flush=True)
+        checkpoints = sorted(out.glob("checkpoint-*"))  # a full model's: 1.6 GB (the MoE's 4.2 GB)
+        for checkpoint in checkpoints:
+            shutil.rmtree(checkpoint)
+        deleted = f" (deleted {', '.join(c.name for c in checkpoints)}: nothing resumes from them)" if checkpoints else ""
+        print(f"{name}: done in {seconds:.0f} s{deleted}", flush=True)
     return failed
 
 

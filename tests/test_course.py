@@ -54,8 +54,10 @@ def test_a_complete_technique_is_not_run_again_and_a_changed_command_is(ran, tin
     again = course(root, "--only", "02_sft", "--", "--model_name_or_path", str(tiny_model), *SMOKE)
     assert again.returncode == 0 and "02_sft: already complete for this config" in again.stdout
     changed = course(root, "--only", "02_sft", "--", "--model_name_or_path", str(tiny_model), *SMOKE,
-                     "--learning_rate", "1e-3")
+                     "--learning_rate", "1e-3", "--save_strategy", "steps", "--save_steps", "1")
     assert changed.returncode == 0 and "02_sft: done in" in changed.stdout
+    assert "(deleted checkpoint-2: nothing resumes from them)" in changed.stdout  # (save_total_limit 1)
+    assert not list((root / "02_sft").glob("checkpoint-*")) and (root / "02_sft" / "model.safetensors").is_file()
 
 
 def test_table_only_and_its_error(ran, tmp_path):
