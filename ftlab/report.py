@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from ftlab.data import gold_of
 from ftlab.metrics import format_scores
@@ -28,12 +29,30 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
+# What `timed_train` saw of the run it timed: the device it trained on, and where its trainable parameters were at
+# each optimizer step (a run can say "cuda" in its arguments and still hold its weights on the CPU).
+TRAINED_ON: dict = {}
+
+
+class RecordParameterDevices(TrainerCallback):
+    """Notes the trainable parameters' devices at every optimizer step, into TRAINED_ON["parameters"]."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            seen = {p.device.type for p in model.parameters() if p.requires_grad}
+            TRAINED_ON["parameters"] = sorted(set(TRAINED_ON.get("parameters", [])) | seen)
+
+
 def timed_train(trainer, resume: bool = False) -> float:
     """`trainer.train()` (from the last checkpoint in output_dir if `resume`); its wall time in seconds, with
-    the peak-memory counter reset first so `peak_memory` reports training onwards, not loading or scoring."""
+    the peak-memory counter of the training device reset first so `peak_memory` reports training onwards, not
+    loading or scoring, and the trainable parameters' devices recorded at each step (`TRAINED_ON`)."""
     import time
 
-    reset_peak_memory()
+    TRAINED_ON.clear()
+    TRAINED_ON["device"] = trainer.args.device.type
+    trainer.add_callback(RecordParameterDevices())
+    reset_peak_memory(TRAINED_ON["device"])
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if resume else None)
     return time.perf_counter() - start
@@ -49,9 +68,18 @@ def folder_megabytes(folder: Path, pattern: str = "*") -> float:
 PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
-def reset_peak_memory() -> None:
+def memory_device(device: str | None = None) -> str:
+    """Whose memory to read: `device` ("cuda", "mps", "cpu"), else the device the last timed run trained on, else
+    the GPU if one is visible. A run kept on the CPU of a GPU machine (--use_cpu true) reads the CPU's memory."""
+    device = device or TRAINED_ON.get("device")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return device
+
+
+def reset_peak_memory(device: str | None = None) -> None:
     """Start the peak-memory counter again from what is held now (CUDA; the CPU on Linux; elsewhere a no-op)."""
-    if torch.cuda.is_available():
+    if memory_device(device) == "cuda":
         torch.cuda.reset_peak_memory_stats()
     elif PROC_CLEAR_REFS.exists():
         try:
@@ -60,13 +88,14 @@ def reset_peak_memory() -> None:
             pass
 
 
-def peak_memory() -> dict:
+def peak_memory(device: str | None = None) -> dict:
     """Peak memory since the last reset (see `timed_train`), in GiB: GPU tensors allocated on CUDA, Metal's
     allocation on an Apple GPU, else the process's peak resident set (weights, activations, optimizer and
     Python itself; on macOS and Windows since the process started)."""
-    if torch.cuda.is_available():
+    device = memory_device(device)
+    if device == "cuda":
         return {"device": "cuda", "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-    if torch.backends.mps.is_available():  # MPS keeps no peak counter: what Metal holds for us now, at the end
+    if device == "mps":  # MPS keeps no peak counter: what Metal holds for us now, at the end
         return {"device": "mps", "peak_gib": torch.mps.driver_allocated_memory() / 2**30}
     if PROC_STATUS.exists():
         hwm = next((line.split()[1] for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:")), None)
@@ -83,10 +112,10 @@ def peak_memory() -> dict:
     return {"device": "cpu", "peak_gib": rss / 2**30}
 
 
-def memory_in_use() -> float:
+def memory_in_use(device: str | None = None) -> float:
     """Memory held right now, in GiB: allocated CUDA tensors on a GPU, else the process's resident set. Read
     before training, it splits a peak into what was there already (weights, libraries) and what training added."""
-    if torch.cuda.is_available():
+    if memory_device(device) == "cuda":
         return torch.cuda.memory_allocated() / 2**30
     import psutil  # an accelerate dependency; reads the resident set on Linux, macOS and Windows alike
 
@@ -158,6 +187,8 @@ def run_facts(train_seconds: float, parameters: tuple[int, int], log_history: li
         "model_gflops_per_second": round(6 * total * tokens_per_second / 1e9, 1) if tokens_per_second else None,
         "peak_memory_gib": round(memory["peak_gib"], 2),
         "memory_device": memory["device"],
+        # where the trainable parameters were at the optimizer steps (None for a run timed elsewhere)
+        "parameters_trained_on": ",".join(TRAINED_ON.get("parameters", [])) or None,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_percent": round(100 * trainable / total, 3),

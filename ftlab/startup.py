@@ -165,14 +165,17 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
     """Parse defaults <- `--config file.yaml` <- flags into instances of `dataclass_types`, or stop with `error:`.
 
     Device and precision follow the hardware (`ftlab.platforms.choose`) unless the file or a flag sets
-    `use_cpu`, `bf16` or `fp16`; setting one of bf16/fp16 turns our choice of the other off."""
+    `use_cpu`, `bf16` or `fp16`; setting one of bf16/fp16 turns our choice of the other off. On a GPU without
+    bf16 (a T4) a config's `dtype: bfloat16` becomes float16 and `--bf16 true` is refused; an NVIDIA card torch
+    cannot use, or several GPUs under plain `python`, stop here in one line (`ftlab.platforms` says why)."""
     from trl import TrlParser
 
-    from ftlab.platforms import choose, detect, missing, precision_name
+    from ftlab.platforms import PlatformError, choose, detect, missing, precision_name, several_gpus_problem
 
     args = sys.argv[1:] if args is None else args
     parser = TrlParser(dataclass_types)
     known = {f.name for t in dataclass_types for f in fields(t)}
+    notes = []
     try:
         config = config_file(args)
         # A Linux-only package named by a key: say so before TrainingArguments tries to import it.
@@ -181,25 +184,50 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
         if "use_cpu" in known:  # a script with TrainingArguments: pick its device and number format
             use_cpu = given("use_cpu", args, config) and any(
                 getattr(c, "use_cpu", False) for c in parser.parse_args_and_config(args))
-            choice = choose(detect(), use_cpu=use_cpu)
+            hardware = detect()
+            choice = choose(hardware, use_cpu=use_cpu)
+            if problem := several_gpus_problem(hardware, choice.device):
+                raise ConfigError(problem)
             defaults = choice.training_arguments()
             if given("bf16", args, config) or given("fp16", args, config):
                 defaults.update(bf16=False, fp16=False)
             parser.set_defaults(**defaults)
         parsed = parser.parse_args_and_config(args)
         check_values(*parsed)
+        if "use_cpu" in known:
+            notes = follow_the_card(parsed, choice)
+    except PlatformError as e:
+        fail(str(e))
     except (ConfigError, ValueError) as e:  # ValueError: unknown key, or a value a library's own check refuses
         fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     for training in (c for c in parsed if hasattr(c, "use_cpu")):
         precision = precision_name(training.bf16, training.fp16)
         why = choice.why if precision == choice.precision else "as configured"
-        print(f"device: {choice.device}, {precision} ({why}; --use_cpu true, --bf16 false, --fp16 true override)")
+        print(f"device: {choice.device}, {precision} ({why}{''.join('; ' + n for n in notes)}; "
+              "--use_cpu true, --bf16 false, --fp16 true override)")
         if getattr(training, "use_liger_kernel", False):
             if problem := missing("liger_kernel"):
                 fail(problem)
             if choice.device != "cuda":
                 fail(f"--use_liger_kernel: Liger's kernels run on NVIDIA GPUs only; this run trains on {choice.device}")
     return parsed
+
+
+def follow_the_card(parsed, choice) -> list[str]:
+    """On a GPU without bf16 arithmetic (compute capability < 8.0, e.g. a T4), what was asked in bf16 follows the
+    card: a `dtype: bfloat16` (the weights; bitsandbytes' and Unsloth's dtype follow it) becomes float16, said in
+    the device line; `bf16: true` for training is refused (it would run emulated, far slower, or fail in Unsloth)."""
+    if choice.device != "cuda" or choice.bf16:
+        return []
+    notes = []
+    for config in parsed:
+        if getattr(config, "bf16", False):
+            raise ConfigError(f"--bf16 true: this GPU has no bf16 arithmetic ({choice.why}); leave bf16 unset "
+                              "(fp16 autocast is chosen for it) or pass --fp16 true")
+        if getattr(config, "dtype", None) == "bfloat16":
+            config.dtype = "float16"
+            notes.append("dtype bfloat16 -> float16 (no bf16 on this GPU)")
+    return notes
 
 
 # ---- The output folder ---------------------------------------------------------------------------------

@@ -139,7 +139,9 @@ class SFTTrainer(TRLSFTTrainer):
 
     def fast_path_fits(self, model, inputs, return_outputs) -> bool:
         """Whether this batch's loss is the plain token-mean cross-entropy that `loss_on_labelled_tokens` computes."""
-        return (not triton_runs_on(self.args.device) and self.args.loss_type in ("nll", "chunked_nll")
+        # Off CUDA only: on an NVIDIA GPU (with or without Triton, e.g. Windows) TRL's own documented path runs.
+        return (self.args.device.type != "cuda" and not triton_runs_on(self.args.device)
+                and self.args.loss_type in ("nll", "chunked_nll")
                 and self.label_smoother is None and self.compute_loss_func is None and not return_outputs
                 and "labels" in inputs and hasattr(model, "get_decoder")
                 and not has_soft_prompt(model)  # (a soft prompt is added inside PEFT's forward, which this skips)

@@ -72,3 +72,83 @@ def test_evaluate_scores_in_the_order_given(model_and_tokenizer):
     assert scores["n"] == 5 and len(predictions) == 5
     assert predictions == generate(model, tokenizer, [e["messages"][:-1] for e in examples], max_new_tokens=6,
                                    batch_size=5, hopeless=not_json)
+
+
+class LegacyCacheLlama:
+    """Wraps a model so that its forward returns past_key_values as a tuple of (keys, values) per layer, as Unsloth's
+    patched Llama does on CUDA, and takes such a tuple back (as Unsloth's patched generation does)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls_with_tuple_cache = 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, *args, **kwargs):
+        out = self.model(*args, **kwargs)
+        if out.past_key_values is not None:
+            self.calls_with_tuple_cache += 1
+            out.past_key_values = tuple((layer.keys, layer.values) for layer in out.past_key_values.layers)
+        return out
+
+
+def test_a_model_that_returns_legacy_tuple_caches_is_scored_without_the_shared_prefix(model_and_tokenizer):
+    """The shared-prefix trick calls `cache.batch_repeat_interleave`; a tuple has none: the batch takes the plain path
+    (same answers) instead of an AttributeError."""
+    model, tokenizer = model_and_tokenizer
+    legacy = LegacyCacheLlama(model)
+    prompts = [r["messages"][:-1] for r in load_split("handwritten_eval")[:4]]
+    plain = generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=4, min_shared=10**6)
+    assert generate(legacy, tokenizer, prompts, max_new_tokens=10, batch_size=4) == plain
+    assert legacy.calls_with_tuple_cache == 1  # its prefix pass returned a tuple, so it was not reused
+
+
+def score_train_with_lr_0_score(model, tokenizer, tmp_path, device: str, bf16: bool, fp16: bool):
+    """Answers before and after two steps of `Trainer` at learning rate 0 (the weights do not change; accelerate
+    wraps model.forward in autocast as in a real run): both must be the same answers."""
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from ftlab.evaluation import evaluate_all
+
+    examples = load_split("sft_eval")[:6]
+    eval_sets = {"synthetic": examples[:4]}
+    model = model.to(device)
+    before_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before, before_answers = evaluate_all(model, tokenizer, eval_sets, max_new_tokens=12, batch_size=4,
+                                          bf16=bf16, fp16=fp16)
+    texts = [tokenizer.apply_chat_template(e["messages"], tokenize=False) for e in examples]
+    train = Dataset.from_dict(tokenizer(texts, truncation=True, max_length=128))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, learning_rate=0.0, per_device_train_batch_size=2,
+                             use_cpu=device == "cpu", bf16=bf16, fp16=fp16, report_to=[], save_strategy="no")
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer.train()
+    assert all(torch.equal(before_weights[k], v) for k, v in model.state_dict().items())  # lr 0: nothing moved
+    assert ("forward" in model.__dict__) == (bf16 or fp16)  # accelerate's autocast wrapper, as after a real run
+    after, after_answers = evaluate_all(model, tokenizer, eval_sets, max_new_tokens=12, batch_size=4,
+                                        bf16=bf16, fp16=fp16)
+    assert after_answers == before_answers and after == before
+    return before_answers
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_before_and_after_use_the_same_arithmetic_on_the_cpu(model_and_tokenizer, tmp_path, bf16):
+    import copy
+
+    model, tokenizer = model_and_tokenizer
+    answers = score_train_with_lr_0_score(copy.deepcopy(model), tokenizer, tmp_path, "cpu", bf16=bf16, fp16=False)
+    assert any(answers["synthetic"])
+
+
+@pytest.mark.gpu
+def test_before_and_after_use_the_same_arithmetic_on_cuda(model_and_tokenizer, tmp_path):
+    """On CUDA the model generates itself under the run's autocast: before (no wrapper) = after (accelerate's)."""
+    import copy
+
+    from ftlab.platforms import choose, detect
+
+    choice = choose(detect())
+    model, tokenizer = model_and_tokenizer
+    score_train_with_lr_0_score(copy.deepcopy(model), tokenizer, tmp_path, "cuda", bf16=choice.bf16, fp16=choice.fp16)

@@ -25,10 +25,15 @@ from ftlab.trl_cpu import triton_runs_on
 ROOT = Path(__file__).resolve().parents[1]
 
 
+T4, A100, H100 = (Hardware(cuda=True, cuda_capability=capability, cuda_name=name, cuda_count=1) for capability, name in
+                  (((7, 5), "Tesla T4"), ((8, 0), "NVIDIA A100-SXM4-40GB"), ((9, 0), "NVIDIA H100 80GB HBM3")))
+
+
 @pytest.mark.parametrize("hardware, device, precision", [
-    (Hardware(cuda=True, cuda_bf16=True, cuda_name="NVIDIA H200"), "cuda", "bf16 autocast"),
-    (Hardware(cuda=True, cuda_bf16=False, cuda_name="Tesla T4"), "cuda", "fp16 autocast"),
-    (Hardware(cuda=True, cuda_bf16=True, cpu_bf16=False), "cuda", "bf16 autocast"),
+    (H100, "cuda", "bf16 autocast"),
+    (A100, "cuda", "bf16 autocast"),
+    (T4, "cuda", "fp16 autocast"),
+    (Hardware(cuda=True, cuda_capability=(8, 6), cpu_bf16=False), "cuda", "bf16 autocast"),
     (Hardware(mps=True), "mps", "bf16 autocast"),
     (Hardware(cpu_bf16=True), "cpu", "bf16 autocast"),
     (Hardware(), "cpu", "fp32"),
@@ -36,16 +41,81 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_device_and_precision_follow_the_hardware(hardware, device, precision):
     choice = choose(hardware)
     assert (choice.device, choice.precision) == (device, precision)
+    assert choice.dtype == {"bf16 autocast": "bfloat16", "fp16 autocast": "float16", "fp32": "float32"}[precision]
     assert choice.training_arguments() == {"use_cpu": device == "cpu", "bf16": precision.startswith("bf16"),
                                            "fp16": precision.startswith("fp16")}
 
 
-@pytest.mark.parametrize("hardware", [Hardware(cuda=True, cuda_bf16=True), Hardware(mps=True)])
+@pytest.mark.parametrize("hardware", [A100, T4, Hardware(mps=True)])
 @pytest.mark.parametrize("cpu_bf16", [True, False])
 def test_use_cpu_leaves_the_gpu_and_takes_the_cpus_precision(hardware, cpu_bf16):
     hardware = Hardware(**{**hardware.__dict__, "cpu_bf16": cpu_bf16})
     choice = choose(hardware, use_cpu=True)
     assert (choice.device, choice.bf16, choice.fp16) == ("cpu", cpu_bf16, False)
+
+
+def test_a_t4_gets_fp16_although_torch_calls_it_bf16_capable(monkeypatch):
+    """torch 2.14's is_bf16_supported() defaults to including_emulation=True and says True on a T4; detect() must
+    decide by compute capability instead. Faked: a T4 that torch reports as bf16-capable."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_90", "sm_100", "sm_120"])
+    hardware = platforms.detect()
+    assert (hardware.cuda, hardware.cuda_capability, hardware.cuda_bf16, hardware.cuda_problem) == (True, (7, 5), False, "")
+    choice = choose(hardware)
+    assert (choice.device, choice.bf16, choice.fp16, choice.dtype) == ("cuda", False, True, "float16")
+    assert "Tesla T4, compute capability 7.5 < 8.0, has no bf16" == choice.why
+
+
+def test_a_card_without_kernels_in_this_wheel_is_one_line(monkeypatch):
+    """A V100 (7.0) under torch 2.14's CUDA 13 wheel (sm_75 and up): no kernels for it, so one line, not a crash later."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_90", "sm_100", "sm_120"])
+    hardware = platforms.detect()
+    assert not hardware.cuda and "Tesla V100-SXM2-16GB (compute capability 7.0) has no kernels" in hardware.cuda_problem
+    with pytest.raises(platforms.PlatformError, match="install a torch build that lists your card"):
+        choose(hardware)
+    assert choose(hardware, use_cpu=True).device == "cpu"  # --use_cpu true accepts the CPU run
+
+
+@pytest.mark.parametrize("archs, capability, runs", [
+    (["sm_75", "sm_80", "sm_90"], (7, 5), True), (["sm_75", "sm_80", "sm_90"], (8, 6), True),  # 8.0's cubin on 8.6
+    (["sm_75", "sm_80"], (9, 0), False), (["sm_80", "compute_90"], (12, 0), True),  # PTX runs on newer cards
+    (["sm_75", "sm_80"], (7, 0), False),
+])
+def test_kernels_for_a_capability(archs, capability, runs):
+    assert platforms.has_kernels_for(capability, archs) is runs
+
+
+def test_a_driver_too_old_for_the_wheel_is_one_line_naming_both(monkeypatch):
+    """torch.cuda.is_available() is False with an old driver; the loaded NVIDIA driver shows a card is there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    problem = platforms.cuda_problem(torch, driver="535.104.05")
+    assert "driver 535.104.05" in problem and "CUDA 13.0" in problem and "update the driver" in problem
+    assert "\n" not in problem and "--use_cpu true" in problem
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "CPU-only build" in platforms.cuda_problem(torch, driver="550.54")
+    assert platforms.cuda_problem(torch, driver=None) == ""  # no NVIDIA driver: a CPU machine, nothing to say
+    with pytest.raises(platforms.PlatformError, match="driver 535"):
+        choose(Hardware(cuda_problem=platforms.cuda_problem(torch, driver="535.104.05") or "x"))
+
+
+def test_several_gpus_under_plain_python_say_how_to_pick_one(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    two = Hardware(cuda=True, cuda_capability=(9, 0), cuda_count=2)
+    problem = platforms.several_gpus_problem(two, "cuda")
+    assert "2 GPUs are visible" in problem and "CUDA_VISIBLE_DEVICES=0" in problem and "accelerate launch" in problem
+    assert platforms.several_gpus_problem(two, "cpu") == ""  # --use_cpu true
+    assert platforms.several_gpus_problem(H100, "cuda") == ""
+    monkeypatch.setenv("WORLD_SIZE", "2")  # one rank of accelerate launch / torchrun: each rank has its own GPU
+    assert platforms.several_gpus_problem(two, "cuda") == ""
 
 
 def test_detect_reads_this_machine():
@@ -158,3 +228,13 @@ def test_dependencies_resolve(row):
     assert {"torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "pytest"} <= packages
     linux_only = LINUX_ONLY & packages
     assert linux_only == (LINUX_ONLY if "linux" in target else set()), linux_only
+
+
+def test_the_default_suite_hides_cuda_and_the_gpu_run_does_not():
+    """tests/conftest.py: CUDA hidden unless `-m` selects the gpu tests, so `make test` on a GPU machine stays on
+    the CPU (its recorded losses are CPU numbers); `make test-gpu` sees the GPU."""
+    from conftest import gpu_selected
+
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == "" and not torch.cuda.is_available()
+    assert not gpu_selected("not slow and not notebooks") and not gpu_selected("not gpu")
+    assert gpu_selected("gpu") and gpu_selected("gpu and not slow")

@@ -55,6 +55,44 @@ def test_precision_follows_the_hardware_unless_told(tmp_path, monkeypatch, capsy
     assert f"device: cpu, fp32 ({'as configured' if cpu_bf16 else 'CPU without'}" in capsys.readouterr().out
 
 
+def test_a_t4_turns_a_bf16_config_into_fp16_and_says_so(tmp_path, monkeypatch, capsys):
+    """A faked T4 (compute capability 7.5): fp16 autocast, a config's `dtype: bfloat16` becomes float16 (the weights;
+    bitsandbytes' and Unsloth's dtype follow it) and the device line says so; an explicit --bf16 true is refused."""
+    fake_hardware(monkeypatch, cuda=True, cuda_capability=(7, 5), cuda_name="Tesla T4", cuda_count=1)
+    config = tmp_path / "c.yaml"
+    config.write_text("dtype: bfloat16\n")
+    _, training, model = parse("--config", str(config), "--output_dir", str(tmp_path / "o"))
+    assert (training.use_cpu, training.bf16, training.fp16, model.dtype) == (False, False, True, "float16")
+    line = capsys.readouterr().out
+    assert "device: cuda, fp16 autocast (Tesla T4, compute capability 7.5 < 8.0, has no bf16; dtype bfloat16 -> " \
+           "float16" in line
+    # On a real T4 transformers accepts bf16 (torch counts emulation as support); here, without CUDA, it would refuse
+    # first with its own message, so it is told what a T4 tells it.
+    monkeypatch.setattr("transformers.training_args.is_torch_bf16_gpu_available", lambda: True)
+    assert "no bf16 arithmetic" in error_of("--output_dir", str(tmp_path / "o"), "--bf16", "true")
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0)])
+def test_an_ampere_or_hopper_card_keeps_bf16(tmp_path, monkeypatch, capsys, capability):
+    monkeypatch.setattr(platforms, "detect", lambda: platforms.Hardware(
+        cuda=True, cuda_capability=capability, cuda_name="A100", cuda_count=1))
+    from ftlab.startup import follow_the_card
+
+    choice = platforms.choose(platforms.detect())
+    assert (choice.bf16, choice.dtype) == (True, "bfloat16")
+    model = ModelConfig(dtype="bfloat16")
+    assert follow_the_card([model], choice) == [] and model.dtype == "bfloat16"
+
+
+def test_an_unusable_card_and_several_gpus_stop_in_one_line(tmp_path, monkeypatch):
+    fake_hardware(monkeypatch, cuda_problem="an NVIDIA GPU is here (driver 535.104.05) but torch cannot use it: ...")
+    assert "driver 535.104.05" in error_of("--output_dir", str(tmp_path))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    fake_hardware(monkeypatch, cuda=True, cuda_capability=(9, 0), cuda_count=4)
+    message = error_of("--output_dir", str(tmp_path))
+    assert "4 GPUs are visible" in message and "CUDA_VISIBLE_DEVICES=0" in message
+
+
 def test_a_precision_key_in_the_file_also_wins(tmp_path, monkeypatch):
     fake_hardware(monkeypatch, cpu_bf16=True)
     config = tmp_path / "c.yaml"
