@@ -57,7 +57,14 @@ def main():
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import score_task
     from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.moe import expert_load, experts_per_layer, plot_expert_load, total_and_active_parameters, upcycle
+    from ftlab.moe import (
+        expert_load,
+        experts_follow_autocast,
+        experts_per_layer,
+        plot_expert_load,
+        total_and_active_parameters,
+        upcycle,
+    )
     from ftlab.report import count_parameters, summarize, timed_train
     from ftlab.trl_cpu import SFTTrainer
 
@@ -92,6 +99,13 @@ def main():
              "pass --upcycle true to build one from it")
     total, active = total_and_active_parameters(model)
     print(f"parameters: {total:,} in all, {active:,} used per token ({active / total:.0%})")
+    # On a GPU the experts compute in the autocast format (bf16 on a bf16 card) through one grouped kernel, like every
+    # other matmul; transformers alone would keep them in their weights' fp32 (ftlab/moe.py says why). On a CPU they
+    # stay as the recorded runs had them.
+    if training_args.device.type == "cuda":
+        experts_follow_autocast(model)
+    extra["experts_implementation"] = model.get_experts_implementation()[""]
+    print(f"experts: {extra['experts_implementation']} (transformers' experts backend)")
 
     # ---- 3. Data, the score before training, and where the router sends tokens before training ---------
     print(data.describe())

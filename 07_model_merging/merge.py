@@ -28,6 +28,10 @@ Then merges (each takes seconds; scoring both tasks takes about a minute):
 for ties/dare, the scale `lambda` for task_arithmetic. `--model_a`, `--model_b`, `--base_model` merge other
 folders with the same recipe. Writes results.json, results.md (and score_vs_<knob>.png for a sweep) to
 --output_dir; the merged model itself too, unless it is a sweep (each fp32 merge is ~540 MB).
+
+Where it runs (the first line says): mergekit merges on the CPU, in seconds at this size, and so DARE's seeded
+drops give the same merged weights on every machine; every model is then scored on the GPU when there is one,
+under its bf16 (or, on a T4, fp16) autocast as the training lessons score, else on the CPU as they do there.
 """
 
 import sys
@@ -164,7 +168,13 @@ def main():
 
     from ftlab.data import two_task_eval_sets
     from ftlab.evaluation import score_both_tasks
+    from ftlab.platforms import choose_to_run
     from ftlab.report import count_parameters, merge_table, plot_sweep
+
+    # ---- 0. Where it runs: the merges on the CPU, the scoring on the best device (ftlab/platforms.py) -------
+    choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
+    print(f"device: {choice.device}, {choice.dtype} ({choice.why}): every model is scored "
+          "there; mergekit merges on the CPU (seconds at this size)", flush=True)
 
     # ---- 1. The recipes, each input resolved to a folder (a missing one stops here, before any work) ------
     replace = {RUN_A: args.model_a, RUN_B: args.model_b, BASE: args.base_model}
@@ -173,7 +183,7 @@ def main():
 
     def score(label: str, folder: str, **facts) -> dict:
         """Load a model folder and score it on both tasks; one row of the results."""
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(choice.device)
         scored = score_both_tasks(label, model, AutoTokenizer.from_pretrained(folder), eval_sets,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         return {"model": label, **facts, "parameters": count_parameters(model)[1],

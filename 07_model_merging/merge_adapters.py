@@ -21,6 +21,10 @@ Run from the repository root inside the project's environment (`make setup`). Fi
         --combinations cat ties_svd --weights 1.0 0.5 --density 0.3
 
 Writes results.json and results.md to --output_dir, and with --save true each merged adapter.
+
+Where it runs (the first line says): the base, both adapters and their combinations on the GPU when there is one
+(PEFT combines them where they are), scored under its bf16 (on a T4, fp16) autocast as the training lessons score;
+else on the CPU, as they do there.
 """
 
 import sys
@@ -88,11 +92,17 @@ def main():
     from ftlab.data import two_task_eval_sets
     from ftlab.evaluation import score_both_tasks
     from ftlab.models import resolve_model
+    from ftlab.platforms import choose_to_run
     from ftlab.report import count_parameters, merge_table
+
+    # ---- 0. Where it runs: the best device there is (ftlab/platforms.py), said in the first line -------------
+    choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
+    print(f"device: {choice.device}, {choice.dtype} ({choice.why}): the base and its "
+          "adapters, combined and scored there", flush=True)
 
     # ---- 1. The base with both adapters loaded beside each other ------------------------------------------
     base_path = resolve_model(args.base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).to(choice.device)
     tokenizer = AutoTokenizer.from_pretrained(args.adapter_a)
     eval_sets = two_task_eval_sets(args.eval_samples)
     parameters = count_parameters(model)[1]  # what each merged model serves once its adapter is folded in

@@ -16,6 +16,10 @@ Run from the repository root inside the project's environment (`make setup`; `so
 
 Writes results.json, results.md and formats.png (each format's range against the values' magnitudes, and
 its rounding error) to --output_dir.
+
+Where it runs (the first line says): the model runs on the GPU when there is one (activations and gradients are
+then the GPU's fp32, and the whole-model runs use its native fp16 and bf16); the rounding is counted on the CPU
+(ftlab/numerics.py simulates every format, so the counts do not depend on the device).
 """
 
 import sys
@@ -65,6 +69,13 @@ def main():
 
     from ftlab.data import load_split
     from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.platforms import choose_to_run
+
+    # ---- 0. Where it runs: the model on the best device there is (ftlab/platforms.py); the counting on the CPU --
+    choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
+    device = choice.device
+    print(f"device: {device} ({choice.why}): the model runs there, in fp32, fp16 and bf16; "
+          "each format's rounding is counted on the CPU", flush=True)
 
     try:
         path = resolve_model(args.model_name_or_path)
@@ -74,18 +85,18 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
 
     # ---- 1. The model in fp32 and a batch of real conversations (prompt + gold answer) ----------------------
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "right"  # every row starts at position 0, as it would alone
     texts = [tokenizer.apply_chat_template(ex["messages"], tokenize=False) for ex in load_split("sft_eval")[:args.examples]]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     real = batch["attention_mask"].bool()  # padding positions are not the model's numbers
     print(f"model: {path}; {len(texts)} conversations, {int(real.sum())} tokens; formats: {' '.join(args.formats)}")
     tallies = {kind: Tally([f for f in args.formats if kind == "weights" or f not in WEIGHTS_ONLY]) for kind in KINDS}
 
-    # ---- 2. Weights: every parameter, each shared tensor once -----------------------------------------------
+    # ---- 2. Weights: every parameter, each shared tensor once (.cpu(): counted there; a no-op for a CPU tensor) --
     for p in model.parameters():
-        tallies["weights"].add(p)
+        tallies["weights"].add(p.cpu())
 
     # ---- 3. Activations: the input of every linear layer (q/k/v share one, as do gate/up), the residual stream
     # after each block, and its square, which RMSNorm averages (transformers computes that in fp32, and here is why)
@@ -95,7 +106,7 @@ def main():
         x = inputs[0]
         if x.data_ptr() != last_input[0]:
             last_input[0] = x.data_ptr()
-            tallies["linear_inputs"].add(x[real])
+            tallies["linear_inputs"].add(x[real].cpu())
 
     hooks = [m.register_forward_pre_hook(record_input) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
@@ -103,8 +114,8 @@ def main():
     for h in hooks:
         h.remove()
     for hidden in output.hidden_states:
-        tallies["residual"].add(hidden[real])
-        tallies["residual_squared"].add(hidden[real] ** 2)
+        tallies["residual"].add(hidden[real].cpu())
+        tallies["residual_squared"].add((hidden[real] ** 2).cpu())
     del output
 
     # ---- 4. Gradients of one training step (loss on every real token) ---------------------------------------
@@ -113,7 +124,7 @@ def main():
         model(**batch, labels=labels).loss.backward()
         for p in model.parameters():
             if p.grad is not None:
-                tallies["gradients"].add(p.grad)
+                tallies["gradients"].add(p.grad.cpu())
         model.zero_grad(set_to_none=True)
     else:
         del tallies["gradients"]
@@ -144,7 +155,8 @@ def main():
                 "seconds": round(seconds, 1), "fp32_seconds": round(fp32_seconds, 1), "tokens": int(mask.sum())}
 
     # ---- 6. Report: tables, a verdict on fp16 vs bf16, the plot ---------------------------------------------
-    results = {"model": args.model_name_or_path, "tokens": int(real.sum()), "properties": format_properties(args.formats),
+    results = {"model": args.model_name_or_path, "device": device, "tokens": int(real.sum()),
+               "properties": format_properties(args.formats),
                **{kind: tally.summary() for kind, tally in tallies.items()}, "whole_model": whole}
     report = markdown(results, args.formats)
     print("\n" + report)

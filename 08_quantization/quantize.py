@@ -19,6 +19,9 @@ First the model to quantize (`make demo` trains it into runs/02_sft, ~9 minutes 
 The methods (ftlab/quantization.py describes each): fp32, bf16 (references), bnb_int8, bnb_nf4 (bitsandbytes),
 torchao_int8, torchao_int4, torchao_int8_dynamic, torchao_int8_dynamic_int4 (torchao). Writes results.json,
 results.md, predictions.jsonl and each quantized model (<output_dir>/<method>/, unless --save_models false).
+
+Where it runs (the first line says): on a GPU every method quantizes, decodes and is scored there, in its 16-bit
+format (bf16; fp16 on a T4, which has no bf16); on a CPU in bf16 where it multiplies it natively, else fp32.
 """
 
 import sys
@@ -72,9 +75,17 @@ def main():
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import evaluate_all
     from ftlab.models import ModelNotFound, resolve_model
-    from ftlab.platforms import choose, detect
+    from ftlab.platforms import choose_to_run
     from ftlab.quantization import decode_speed, load_model, save_model, weight_megabytes
     from ftlab.report import write_predictions
+
+    # ---- 0. Where it runs (ftlab/platforms.py), and the compute dtype: what the unquantized parts and dequantized
+    # weights multiply in, the device's own 16-bit format as every lesson scores (bf16; fp16 on a GPU without bf16;
+    # fp32 on a CPU without bf16). The fp32 method stays fp32: it is the reference.
+    choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
+    compute = getattr(torch, choice.dtype)
+    print(f"device: {choice.device}, {choice.dtype} ({choice.why}): every method is "
+          "quantized, timed and scored there", flush=True)
 
     # ---- 1. The trained model and the eval sets ------------------------------------------------------------
     try:
@@ -87,16 +98,12 @@ def main():
         fail(e)
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
     out.mkdir(parents=True, exist_ok=True)
-    # The compute dtype: what the unquantized parts and dequantized weights multiply in (bf16 where the CPU or GPU
-    # multiplies it natively, as every lesson scores). fp32 stays fp32: it is the reference.
-    bf16 = choose(detect()).bf16
-    compute = torch.bfloat16 if bf16 else torch.float32
     print(f"model: {path}; compute dtype {compute}; {data.describe()}")
     speed_prompt = data.eval_sets["synthetic"][0]["messages"][:-1]
 
     def report(rows, answers):
-        results = {"model": args.model_name_or_path, "compute_dtype": str(compute), "rows": rows,
-                   "eval_samples": args.eval_samples, "decode_tokens": args.decode_tokens}
+        results = {"model": args.model_name_or_path, "device": choice.device, "compute_dtype": str(compute),
+                   "rows": rows, "eval_samples": args.eval_samples, "decode_tokens": args.decode_tokens}
         (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (out / "results.md").write_text(results_table(rows, list(data.eval_sets)) + "\n", encoding="utf-8")
         write_predictions(out / "predictions.jsonl", data.eval_sets, data.questions, answers)
@@ -106,7 +113,7 @@ def main():
     for method in args.methods:
         start = time.perf_counter()
         try:
-            model, tokenizer = load_model(path, method, compute)
+            model, tokenizer = load_model(path, method, compute, device=choice.device)
         except (ImportError, RuntimeError, ValueError, AssertionError) as e:  # a method this hardware cannot run
             print(f"{method}: not run here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             rows.append({"method": method, "what": METHODS[method], "error": f"{type(e).__name__}: {e}"[:300]})
@@ -120,7 +127,8 @@ def main():
         start = time.perf_counter()
         scores, answers[method] = evaluate_all(model, tokenizer, data.eval_sets, data.questions,
                                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                               bf16=bf16 and method != "fp32")
+                                               bf16=choice.bf16 and method != "fp32",
+                                               fp16=choice.fp16 and method != "fp32")
         row.update(score_seconds=round(time.perf_counter() - start, 1), scores=scores)
         rows.append(row)
         print(f"{method:<26} {row.get('disk_mb', 0):7.1f} MB on disk, {row['memory_mb']:7.1f} MB in memory, "

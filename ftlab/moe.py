@@ -16,6 +16,9 @@ all the gradient and become better still, so the others are never used. The load
 loss (Switch Transformer; `router_aux_loss_coef`) adds num_experts * sum_e f_e * P_e, where f_e is the
 share of tokens sent to expert e and P_e the router's mean probability for it: smallest when both are
 uniform. `expert_load` measures f_e per layer, before and after training.
+
+On a GPU the experts should compute as every other matmul does under autocast (bf16 on a bf16 card), through
+one grouped kernel; `experts_follow_autocast` makes them (transformers alone keeps them in fp32: see there).
 """
 
 from __future__ import annotations
@@ -124,3 +127,60 @@ def plot_expert_load(loads: dict[str, torch.Tensor], path) -> None:
     fig.colorbar(image, ax=axes[0].tolist(), label="share of tokens")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+# ---- The experts under autocast (transformers 5.17, torch 2.14) -------------------------------------------------
+# transformers runs Mixtral's (and OLMoE's, Qwen2-MoE's) experts with its `grouped_mm` backend by default
+# (modeling_utils.py: get_correct_experts_implementation), which calls torch.nn.functional.grouped_mm with the
+# input cast to the weights' dtype (integrations/moe.py, _grouped_mm), because grouped_mm is not autocast-enabled.
+# So with fp32 weights, as 04 keeps them (fp32 master weights, bf16 autocast for the matmuls), the experts compute
+# in fp32 whatever autocast says; and on CUDA torch's grouped_mm runs its fused kernel for bf16 only (on sm90/sm100;
+# any other dtype or card takes a loop of one matmul per expert, aten/native/cuda/GroupedBlas.cpp). The backend
+# below does for the experts what autocast does for an nn.Linear: it casts the input and a copy of each expert
+# weight to the autocast dtype (the gradient flows back to the fp32 weights through the cast), then runs
+# transformers' own grouped_mm forward. Outside autocast it is that forward unchanged. Registered through
+# transformers' ExpertsInterface, the documented way to add an experts backend; a rename there fails loudly here.
+AUTOCAST_EXPERTS = "grouped_mm_autocast"
+EXPERT_TENSORS = ("gate_up_proj", "up_proj", "down_proj", "gate_up_proj_bias", "up_proj_bias", "down_proj_bias")
+
+
+class _CastExperts:
+    """An experts module as transformers' forward reads it, its weights (with a LoRA update, if PEFT put one on
+    them) cast to `dtype`; everything else (num_experts, the activation, the gate) is the module's own."""
+
+    def __init__(self, experts: torch.nn.Module, dtype: torch.dtype):
+        self._experts = experts
+        for name in EXPERT_TENSORS:
+            tensor = getattr(experts, name, None)
+            if isinstance(tensor, torch.Tensor):
+                setattr(self, name, tensor.to(dtype))
+
+    def __getattr__(self, name):
+        return getattr(self._experts, name)
+
+
+def grouped_mm_autocast_forward(experts, hidden_states, top_k_index, top_k_weights):
+    """transformers' `grouped_mm` experts forward, in the autocast dtype when autocast is on for this device."""
+    from transformers.integrations.moe import grouped_mm_experts_forward
+
+    device = hidden_states.device.type
+    if not torch.is_autocast_enabled(device):
+        return grouped_mm_experts_forward(experts, hidden_states, top_k_index, top_k_weights)
+    dtype = torch.get_autocast_dtype(device)
+    return grouped_mm_experts_forward(_CastExperts(experts, dtype), hidden_states.to(dtype), top_k_index,
+                                      top_k_weights)
+
+
+def experts_follow_autocast(model) -> str:
+    """Register `grouped_mm_autocast` with transformers and switch `model`'s experts to it; return the
+    implementation now in use.
+
+    04_moe calls it when it trains on a GPU; on a CPU it leaves transformers' default, as the recorded runs had it."""
+    try:
+        from transformers.integrations.moe import ExpertsInterface, grouped_mm_experts_forward  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"ftlab.moe: transformers {__import__('transformers').__version__} moved its experts "
+                           f"backends ({e}); checked against 5.17") from None
+    ExpertsInterface.register(AUTOCAST_EXPERTS, grouped_mm_autocast_forward)
+    model.set_experts_implementation(AUTOCAST_EXPERTS)
+    return model.get_experts_implementation()[""]

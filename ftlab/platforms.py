@@ -33,7 +33,7 @@ import os
 import platform
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # bf16 arithmetic on NVIDIA GPUs starts with Ampere (compute capability 8.0: A100, RTX 30xx, A10, L4, H100).
@@ -112,6 +112,8 @@ def cuda_problem(torch, driver: str | None) -> str:
         return ""
     if driver is None:  # no NVIDIA driver loaded: no card, or a card without its driver (nothing torch can do)
         return ""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):  # hidden on purpose (the test suite)
+        return ""
     if torch.version.cuda is None:
         return (f"an NVIDIA GPU is here (driver {driver}) but this torch {torch.__version__} is a CPU-only build: "
                 "install torch's CUDA build (the command pytorch.org gives), or pass --use_cpu true")
@@ -179,6 +181,15 @@ def choose(hardware: Hardware, *, use_cpu: bool = False) -> Choice:
     if hardware.cpu_bf16:
         return Choice("cpu", True, False, "CPU with native bf16 (AVX512-BF16/AMX)")
     return Choice("cpu", False, False, "CPU without native bf16: emulated bf16 is slower than fp32")
+
+
+def choose_to_run(use_cpu: bool = False) -> Choice:
+    """`choose(detect())` for a script that only runs models (merging, quantizing, exporting, chatting) and has no
+    --use_cpu: an NVIDIA card that torch cannot use leaves it on the CPU, with that reason as `why` (the device
+    line then says why the GPU is not used) instead of stopping it."""
+    hardware = detect()
+    choice = choose(hardware, use_cpu=use_cpu or bool(hardware.cuda_problem))
+    return replace(choice, why=hardware.cuda_problem) if hardware.cuda_problem else choice
 
 
 def launched_distributed() -> bool:

@@ -18,9 +18,15 @@ of SmolLM2's 134.5M parameters) and keeps the token embedding in 16 bits (it dou
 | torchao_int8_dynamic | torchao Int8DynamicActivationInt8WeightConfig | int8, one scale per row | int8 per token, at each forward |
 | torchao_int8_dynamic_int4 | torchao Int8DynamicActivationIntxWeightConfig(int4) | int4 per group of 32 | int8 per token |
 
-On a GPU torchao's packed int4 (Int4WeightOnlyConfig, two values per byte, fast kernels) needs CUDA; on a CPU
-torchao 0.17 stores each int4 value in a byte unless its own C++ kernels are built (not in the pip wheel here),
-so its int4 model is no smaller on disk than its int8 one: the rounding of int4, the size of int8.
+On a CPU torchao 0.17 stores each int4 value in a byte unless its own C++ kernels are built (not in the pip wheel
+here), so its int4 model is no smaller on disk than its int8 one: the rounding of int4, the size of int8. The same
+IntxWeightOnlyConfig runs on a GPU too (it dequantizes to 16 bits at each call), so the method is the same on every
+device, and the one train_qat.py converts to. torchao's packed int4 with a fast kernel is another config
+(Int4WeightOnlyConfig): its default layout needs the `mslk` package, its tile-packed one a bf16 CUDA card (8.0+).
+
+Where each runs (`load_model(..., device=...)`): on a GPU every method quantizes and runs there, bitsandbytes' too
+(it quantizes on the device it loads to), in the GPU's 16-bit format (`compute_dtype`: bf16, fp16 on a T4); on a
+CPU, bitsandbytes' and torchao's CPU paths.
 """
 
 from __future__ import annotations
@@ -87,8 +93,8 @@ def quantize_torchao(model, config) -> None:
     model.is_quantized = True
 
 
-def load_model(path: str, method: str, compute_dtype=torch.bfloat16):
-    """(model, tokenizer) from the folder `path`, quantized with `method` (see METHODS) on the CPU."""
+def load_model(path: str, method: str, compute_dtype=torch.bfloat16, device: str = "cpu"):
+    """(model, tokenizer) from the folder `path`, quantized with `method` (see METHODS) on `device` ("cpu", "cuda")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     if method not in METHODS:
@@ -101,10 +107,11 @@ def load_model(path: str, method: str, compute_dtype=torch.bfloat16):
                         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                            bnb_4bit_compute_dtype=compute_dtype))
         model = AutoModelForCausalLM.from_pretrained(path, dtype=compute_dtype, quantization_config=quantization,
-                                                     device_map={"": "cpu"})
+                                                     device_map={"": device})  # quantized as it lands there
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if method == "fp32" else compute_dtype)
-        if method.startswith("torchao_"):
+        model.to(device)
+        if method.startswith("torchao_"):  # (quantized where the model is)
             quantize_torchao(model, torchao_config(method))
     return model.eval(), tokenizer
 

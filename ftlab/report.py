@@ -51,6 +51,13 @@ def timed_train(trainer, resume: bool = False) -> float:
 
     TRAINED_ON.clear()
     TRAINED_ON["device"] = trainer.args.device.type
+    if TRAINED_ON["device"] == "cuda":  # will it fit? the estimate against a T4, a 24 GB card and this GPU
+        from ftlab.memory import fit_report_for
+
+        try:
+            print(fit_report_for(trainer))
+        except (ValueError, TypeError, AttributeError) as e:  # a model the calculator cannot shape: say so, train on
+            print(f"memory estimate (ftlab.memory): not available for this model ({e})")
     trainer.add_callback(RecordParameterDevices())
     reset_peak_memory(TRAINED_ON["device"])
     start = time.perf_counter()

@@ -104,7 +104,10 @@ def hidden_states(model, inputs: dict, min_shared: int = 32) -> torch.Tensor:
     decoder = model.get_decoder()
     ids, mask = inputs["input_ids"], inputs.get("attention_mask")
     shared = 0 if "position_ids" in inputs or len(ids) < 2 else min(shared_prefix_length(ids, mask), ids.shape[1] - 1)
-    if shared < min_shared:
+    # Under gradient checkpointing transformers turns the cache off while training (each block is recomputed from
+    # its input in the backward), so there are no prefix keys/values to share: the plain forward then.
+    checkpointing = decoder.training and getattr(model, "is_gradient_checkpointing", False)
+    if shared < min_shared or checkpointing:
         body = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
         return decoder(**body).last_hidden_state
     head = decoder(input_ids=ids[:1, :shared], use_cache=True)

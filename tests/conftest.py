@@ -7,6 +7,7 @@ carries `{% generation %}` markers (unlike SmolLM2's), so tests can exercise eit
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,89 @@ def smol_tiny(tmp_path_factory) -> Path:
     return path
 
 
+# Two more chat templates, as the hub models carry them, so the answer-only loss and the shared prompt are tested on
+# each. Qwen2.5-Instruct's (its tool-calling branches left out): ChatML with no {% generation %} markers, a default
+# system prompt written when a conversation has none, and a newline after each turn's <|im_end|>.
+QWEN2_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or (message.role == 'assistant') %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+# Meta-Llama-3-8B-Instruct's: <|begin_of_text|> from the template, role headers, each turn's content trimmed and
+# ended by <|eot_id|> (no newline after it), no default system prompt, no {% generation %} markers.
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def build_chat_model(path: Path, style: str, hidden: int = 64) -> Path:
+    """A tiny random model with the tokens and chat template of a hub family (`style`), written to `path`:
+    "qwen2": a Qwen2 model (q/k/v biases) whose tokenizer is Qwen2.5-Instruct's kind: no BOS, eos <|im_end|>,
+    pad <|endoftext|>; "llama3": a Llama whose tokenizer is Llama-3-Instruct's kind: its header and end-of-turn
+    tokens added as special tokens, BOS <|begin_of_text|> (the template writes it; plain tokenizing adds it too),
+    eos <|eot_id|>, no pad token. Width 64 by default: one bitsandbytes 4-bit block, so 06_qlora can train it."""
+    import torch
+    from tokenizers import processors
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    build_tiny_model(path, hidden=hidden)  # the byte-level BPE trained on our data, and a Llama to replace
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if style == "qwen2":
+        tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = None, "<|im_end|>", "<|endoftext|>"
+        tokenizer.chat_template = QWEN2_CHAT_TEMPLATE
+        config_class, model_class = Qwen2Config, Qwen2ForCausalLM
+        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    elif style == "llama3":
+        tokenizer.add_special_tokens({"additional_special_tokens": LLAMA3_SPECIALS})
+        tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<|begin_of_text|>", "<|eot_id|>", None
+        bos = tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+            special_tokens=[("<|begin_of_text|>", bos)])
+        tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+        config_class, model_class = LlamaConfig, LlamaForCausalLM
+        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
+    else:
+        raise ValueError(f"style must be qwen2 or llama3, not {style!r}")
+    torch.manual_seed(0)
+    config = config_class(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    model = model_class(config)
+    model.generation_config.eos_token_id = stop  # as the hub's generation_config.json: either token ends a reply
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 (width 64) with a Qwen2.5-Instruct-style tokenizer and chat template."""
+    return build_chat_model(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3(tmp_path_factory) -> Path:
+    """A tiny random Llama (width 64) with a Llama-3-Instruct-style tokenizer and chat template."""
+    return build_chat_model(tmp_path_factory.mktemp("tiny-llama3"), "llama3")
+
+
 def one_at_a_time(name: str):
     """A lock every process on this machine shares (each pytest-xdist worker, another pytest run): for what
     two tests must not do at once, such as binding the launchers' fixed port or training the real model."""
@@ -130,13 +214,29 @@ def interrupted_at_step_2(run_dir: Path, tmp_path: Path) -> Path:
     return resumed
 
 
+def gpu_selected(markexpr: str) -> bool:
+    """Whether a `-m` expression asks for the `gpu` tests (`-m gpu`, `-m "gpu and not slow"`), not `not gpu`."""
+    return re.search(r"(?<!not )\bgpu\b", markexpr or "") is not None
+
+
+def pytest_configure(config):
+    """The default suite runs on the CPU on any machine: on a GPU machine its runs would train on CUDA and meet
+    losses recorded on a CPU. So CUDA is hidden (for this process and every script it starts) unless the run
+    selects the `gpu` tests (`make test-gpu`: `pytest -m gpu`)."""
+    if not gpu_selected(config.getoption("markexpr", "")):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu` tests, with the reason, where no CUDA device is visible."""
+    """Skip `gpu` tests, with the reason, where no CUDA device is visible (or the run hid it)."""
     import torch
 
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible); run `make test-gpu` on a GPU machine")
+    reason = ("needs a CUDA GPU (none visible); run `make test-gpu` on a GPU machine"
+              if gpu_selected(config.getoption("markexpr", "")) else
+              "needs a CUDA GPU: the default suite runs on the CPU (CUDA hidden); run `make test-gpu`")
+    skip = pytest.mark.skip(reason=reason)
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

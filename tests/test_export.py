@@ -61,6 +61,7 @@ def test_chat_task_mode_free_mode_and_end_of_input(tiny_model):
     result = chat(tiny_model, f"{SENTENCE}\n/free\nHello there\nWhat did I say?\n")
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
+    assert out.startswith("device: cpu, ")  # the first line: where it runs and in which format
     assert "(model;" in out and "Now in task mode" in out
     assert out.count("text> ") == 2 and out.count("you> ") == 3  # one task turn, two free turns, then EOF
     # The random model does not write JSON: the verdict says so, with what the answer starts with.
@@ -73,6 +74,31 @@ def test_chat_loads_an_adapter_on_its_base(adapters):
     result = chat(adapters[0], f"{SENTENCE}\n")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(adapter;" in result.stdout and "-> " in result.stdout and "bye" in result.stdout
+
+
+@pytest.mark.parametrize("card, device, expected", [
+    ((7, 5), None, ("cuda", torch.float16)),    # a T4: its fp16, never emulated bf16
+    ((9, 0), None, ("cuda", torch.bfloat16)),   # an H100: bf16
+    ((9, 0), "cpu", ("cpu", torch.float32)),    # --device cpu: the CPU's format (this fake CPU has no bf16)
+])
+def test_chat_loads_on_the_chosen_device_in_its_format(card, device, expected, tiny_model, monkeypatch):
+    """The chat's device and dtype come from ftlab.platforms (faked here: no GPU needed), and agree."""
+    import ftlab.models
+    import ftlab.platforms
+    from ftlab.chat import TransformersModel
+
+    seen, real_load_output = {}, ftlab.models.load_output
+
+    def load_output(path, dtype=None, device=None):
+        seen.update(dtype=dtype, device=device)
+        return real_load_output(path)  # the real model, on the CPU
+
+    monkeypatch.setattr(ftlab.platforms, "detect", lambda: ftlab.platforms.Hardware(
+        cuda=True, cuda_capability=card, cuda_name="GPU", cuda_count=1, cpu_bf16=False))
+    monkeypatch.setattr(ftlab.models, "load_output", load_output)
+    model = TransformersModel(tiny_model, device)
+    assert (seen["device"], seen["dtype"]) == expected
+    assert model.device_line.startswith(f"device: {expected[0]}, {str(expected[1]).removeprefix('torch.')} (")
 
 
 def test_chat_verdict_reads_answers_as_a_program_would():
@@ -128,6 +154,7 @@ def test_exported_merge_equals_base_plus_adapter(tiny_model, adapters, tmp_path)
                         str(adapters[0]), "--output_dir", str(out), "--base_dtype", "float32", "--merge_dtype",
                         "float32", "--gguf_types", "none", "--score", "false", "--decode_tokens", "4")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("device: cpu, ")
     tokenizer = AutoTokenizer.from_pretrained(out / "merged")
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")
     assert not any("lora" in name for name in merged.state_dict())  # a plain model again
@@ -173,7 +200,9 @@ def test_serve_adapters_script(adapters, tmp_path):
                         f"extract={adapters[0]}", f"describe={adapters[1]}", "--requests", "2", "--dtype", "float32",
                         "--max_new_tokens", "8", "--output_dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("device: cpu, float32 (")  # --dtype float32 wins over the device's format
     results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "cpu"
     assert [(r["adapter"], r["task"], r["scores"]["n"]) for r in results["rows"]] == [("extract", "extract", 2),
                                                                                     ("describe", "describe", 2)]
     # Switched per request, each adapter answers exactly as its own merged model does (fp32: no rounding apart).
@@ -237,3 +266,52 @@ def test_chat_runs_a_gguf_file(smol_tiny, tmp_path):
     result = chat(target, f"{SENTENCE}\n", "--max_new_tokens", "8")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(gguf; llama.cpp" in result.stdout and "-> " in result.stdout and "bye" in result.stdout
+
+
+def test_gguf_says_whether_llama_cpp_runs_on_a_gpu(monkeypatch):
+    """llama.cpp runs a GGUF file on the GPU only when llama-cpp-python was built for one (the default build is
+    CPU-only): gguf.on_gpu() asks the library, and is False where llama.cpp is not installed."""
+    from types import ModuleType
+
+    for built_for_gpu in (True, False):
+        fake = ModuleType("llama_cpp")
+        fake.llama_supports_gpu_offload = lambda answer=built_for_gpu: answer
+        monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+        assert gguf.on_gpu() is built_for_gpu
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # importing it raises ImportError
+    assert gguf.on_gpu() is False
+
+
+# ---- On a GPU -------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_chat_runs_on_the_gpu(tiny_model):
+    result = chat(tiny_model, f"{SENTENCE}\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("device: cuda, ") and "on cuda" in result.stdout
+
+
+@pytest.mark.gpu
+def test_export_scores_on_the_gpu(tiny_model, adapters, tmp_path):
+    """An adapter merged and scored on CUDA (16-bit autocast, and the fp32 check); merged/ reloaded there."""
+    out = tmp_path / "export"
+    result = run_script("09_export/export.py", "--config", "09_export/export.yaml", "--model_name_or_path",
+                        str(adapters[0]), "--output_dir", str(out), "--gguf_types", "none", "--eval_samples", "2",
+                        "--handwritten_file", "none", "--max_new_tokens", "8", "--decode_tokens", "4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("device: cuda, ")
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["trained", "trained, fp32", "merged/ (bfloat16)"]
+    assert all(r["scores"]["synthetic"]["n"] == 2 for r in rows)
+
+
+@pytest.mark.gpu
+def test_serve_adapters_on_the_gpu_counts_gpu_memory(adapters, tmp_path):
+    out = tmp_path / "serve"
+    result = run_script("09_export/serve_adapters.py", "--config", "09_export/serve_adapters.yaml", "--adapters",
+                        f"extract={adapters[0]}", f"describe={adapters[1]}", "--requests", "2", "--dtype", "float32",
+                        "--max_new_tokens", "8", "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "cuda" and all(r["same_answers"] == 2 for r in results["rows"])
+    assert 0 < results["shared"]["resident_mb"] < results["merged"]["resident_mb"]  # GPU memory: the weights' own
+    assert "GPU memory added" in (out / "results.md").read_text()

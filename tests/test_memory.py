@@ -293,3 +293,24 @@ def test_the_lora_rank_costs_exactly_what_the_formula_says(precision):
                                              lora_targets=tuple(memory.SOURCE), lora_r=r)
     block0_gap = 0 if precision == "fp32" else 2 * (12 - 4) * 64 * 3
     assert kept[12] - kept[4] == formula[12] - formula[4] - block0_gap
+
+
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+def test_a_trainer_is_read_for_its_own_budget(tiny_model, tmp_path, peft):
+    """What `timed_train` prints at the start of a CUDA run: the estimate from the trainer's live model and arguments
+    (exact trainable count after PEFT), with a verdict for a 16 GB T4 and a 24 GB card."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from ftlab.memory import estimate_training, fit_report_for
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    if peft:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear"))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=3, use_cpu=True, bf16=False,
+                             gradient_checkpointing=True, report_to=[])
+    report = fit_report_for(Trainer(model=model, args=args))
+    method = "lora" if peft else "full"
+    expected = estimate_training(model, method=method, precision="fp32", batch=3, seq=512, gradient_checkpointing=True)
+    assert f"{expected.total / 1e9:.1f} GB to train" in report and f"({method}, fp32, adamw, batch 3 x 512 tokens" in report
+    assert "16 GB (T4): yes" in report and "24 GB: yes" in report

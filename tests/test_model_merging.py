@@ -36,6 +36,7 @@ def test_every_recipe_merges_scores_both_tasks_and_keeps_the_model(inputs, tmp_p
     assert len(RECIPES) == 7
     done = merge("--recipes", *RECIPES, *inputs, "--score_inputs", "true", "--output_dir", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("device: cpu, ") and "mergekit merges on the CPU" in done.stdout.splitlines()[0]
     rows = {r["model"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     assert list(rows)[:3] == ["base", "A (extract)", "B (describe)"] and len(rows) == 10
     for row in rows.values():
@@ -121,6 +122,7 @@ def test_with_weights_1_0_cat_and_svd_are_adapter_a(adapters, tmp_path):
     done = merge_adapters(*adapters, "--combinations", "cat", "svd", "--weights", "1.0", "0.0",
                           "--output_dir", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("device: cpu, ")
     rows = {r["model"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     a, b = rows["A (extract LoRA)"]["first_answers"], rows["B (describe LoRA)"]["first_answers"]
     assert a != b
@@ -132,3 +134,50 @@ def test_bad_adapter_input_is_one_line(adapters, tmp_path):
     assert done.returncode == 1 and "no adapter_config.json" in done.stderr.strip().splitlines()[-1]
     done = merge_adapters(*adapters, "--combinations", "average", "--output_dir", str(tmp_path / "out"))
     assert done.returncode == 1 and "PEFT knows" in done.stderr.strip().splitlines()[-1]
+
+
+# ---- Where the scoring runs, and in which number format -----------------------------------------------------
+@pytest.mark.parametrize("model_on, card, cpu_bf16, expected", [
+    ("cpu", (8, 0), False, (False, False)),  # a model left on the CPU gets the CPU's format, not the A100's bf16
+    ("cpu", (8, 0), True, (True, False)),    # (on a CPU with native bf16: its bf16 copy)
+    ("cuda", (8, 0), False, (True, False)),  # on an A100: bf16 autocast
+    ("cuda", (7, 5), True, (False, True)),   # on a T4: fp16 autocast, never bf16
+])
+def test_score_both_tasks_scores_in_the_format_of_the_device_the_model_is_on(model_on, card, cpu_bf16, expected,
+                                                                             monkeypatch):
+    from types import SimpleNamespace
+
+    import ftlab.evaluation
+    import ftlab.platforms
+
+    seen = {}
+
+    def evaluate_all(model, tokenizer, eval_sets, **kwargs):
+        seen.update(kwargs)
+        return ({t: {"exact_match": 0.0} for t in eval_sets}, {t: ["-"] for t in eval_sets})
+
+    monkeypatch.setattr(ftlab.platforms, "detect", lambda: ftlab.platforms.Hardware(
+        cuda=True, cuda_capability=card, cuda_name="GPU", cuda_count=1, cpu_bf16=cpu_bf16))
+    monkeypatch.setattr(ftlab.evaluation, "evaluate_all", evaluate_all)
+    model = SimpleNamespace(device=torch.device(model_on))
+    ftlab.evaluation.score_both_tasks("m", model, None, {"extract": [], "describe": []})
+    assert (seen["bf16"], seen["fp16"]) == expected
+
+
+@pytest.mark.gpu
+def test_merges_are_scored_on_the_gpu(inputs, tmp_path):
+    done = merge("--recipes", "07_model_merging/mergekit/ties.yaml", *inputs, "--output_dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("device: cuda, ")
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows[0]["scores"]["extract"]["n"] == 3
+
+
+@pytest.mark.gpu
+def test_adapters_are_combined_and_scored_on_the_gpu(adapters, tmp_path):
+    done = merge_adapters(*adapters, "--combinations", "cat", "svd", "--weights", "1.0", "0.0",
+                          "--output_dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("device: cuda, ")
+    rows = {r["model"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert rows["cat (r=8)"]["rank"] == 8 and rows["svd (r=4)"]["scores"]["describe"]["n"] == 3

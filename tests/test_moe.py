@@ -61,6 +61,7 @@ def test_losses_are_finite_match_the_recorded_run_and_log_the_aux_loss(run):
     assert metrics["upcycle_logit_gap"] < 1e-5
     assert metrics["num_experts"] == 4 and metrics["top_k"] == 2
     assert metrics["active_parameters_per_token"] < metrics["total_parameters_moe"]
+    assert metrics["experts_implementation"] == "grouped_mm"  # on a CPU: transformers' default, as recorded
 
 
 def test_router_and_experts_changed_and_outputs_are_written(run, tiny_model):
@@ -164,3 +165,125 @@ def test_wrong_model_for_the_mode_is_one_line(which, flag, says, tiny_olmoe, tin
     result = run_script(SCRIPT, "--config", "04_moe/config.yaml", "--model_name_or_path", str(model), "--upcycle",
                         flag, "--output_dir", str(tmp_path / "o"))
     assert result.returncode == 1 and says in result.stderr.strip().splitlines()[-1]
+
+
+# ---- The experts' number format under autocast (the GPU path, checked on the CPU and, under `gpu`, on CUDA) -----
+def record_grouped_mm(monkeypatch) -> list[tuple]:
+    """Every torch.nn.functional.grouped_mm call's (input dtype, weight dtype, device): what the experts multiply
+    in. (transformers' grouped_mm backend looks the function up at each call, so the spy sees all of them.)"""
+    calls, grouped_mm = [], torch.nn.functional.grouped_mm
+
+    def spy(mat_a, mat_b, **kwargs):
+        calls.append((mat_a.dtype, mat_b.dtype, mat_a.device.type))
+        return grouped_mm(mat_a, mat_b, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "grouped_mm", spy)
+    return calls
+
+
+def experts_seen(model, device: str, ids) -> tuple[set, set]:
+    """Under bf16 autocast on `device`: the dtypes grouped_mm multiplies in, and what the experts modules return
+    (a forward hook on each), for one forward and backward pass."""
+    outputs = set()
+    hooks = [m.mlp.experts.register_forward_hook(lambda mod, args, out: outputs.add(out.dtype))
+             for m in model.model.layers]
+    with torch.autocast(device, dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    for hook in hooks:
+        hook.remove()
+    return outputs, {p.grad.dtype for n, p in model.named_parameters() if "experts" in n}
+
+
+def test_under_bf16_autocast_the_experts_run_in_fp32_unless_they_follow_autocast(tiny_model, monkeypatch):
+    """The hypothesis (issue 26, item 8), on the CPU with the model as the GPU path holds it (fp32 weights, bf16
+    autocast): transformers' grouped_mm casts the input to the weights' fp32, so the experts never compute in bf16.
+    `experts_follow_autocast` makes them bf16, input and weights, with fp32 gradients for the fp32 weights; outside
+    autocast it computes exactly what transformers' own backend does."""
+    from transformers import AutoModelForCausalLM
+
+    from ftlab.moe import AUTOCAST_EXPERTS, experts_follow_autocast
+
+    calls = record_grouped_mm(monkeypatch)
+    moe = upcycle(AutoModelForCausalLM.from_pretrained(tiny_model), 4, 2, noise=0.1)
+    ids = torch.randint(0, moe.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = moe(input_ids=ids).logits
+    assert moe.get_experts_implementation()[""] == "grouped_mm"
+    calls.clear()
+    experts_seen(moe, "cpu", ids)
+    assert set(calls) == {(torch.float32, torch.float32, "cpu")}  # confirmed: fp32 under bf16 autocast
+
+    assert experts_follow_autocast(moe) == AUTOCAST_EXPERTS
+    moe.zero_grad()
+    calls.clear()
+    outputs, grads = experts_seen(moe, "cpu", ids)
+    assert calls and set(calls) == {(torch.bfloat16, torch.bfloat16, "cpu")}  # the experts multiply in bf16
+    assert outputs == {torch.bfloat16} and grads == {torch.float32}  # as an autocast nn.Linear: bf16 out, fp32 grads
+    with torch.no_grad():
+        assert torch.equal(moe(input_ids=ids).logits, plain)  # no autocast: transformers' backend, bit for bit
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.allclose(moe(input_ids=ids).logits.float(), plain, atol=0.1)  # bf16's rounding, no more
+
+
+def test_lora_on_the_experts_follows_autocast_too(tiny_model, monkeypatch):
+    """PEFT's LoRA on the 3-D expert weights (target_parameters) puts its update on the weights the backend reads:
+    the experts still multiply in bf16, and the LoRA matrices get gradients."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftlab.moe import experts_follow_autocast
+
+    calls = record_grouped_mm(monkeypatch)
+    moe = upcycle(AutoModelForCausalLM.from_pretrained(tiny_model), 4, 2)
+    experts_follow_autocast(moe)
+    model = get_peft_model(moe, LoraConfig(r=4, lora_alpha=8, target_modules=[], init_lora_weights=False,
+                                           target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]))
+    ids = torch.randint(0, moe.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids, labels=ids).loss.backward()
+    assert calls and set(calls) == {(torch.bfloat16, torch.bfloat16, "cpu")}
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_experts_run_in_bf16_through_the_grouped_kernel(tiny_model, monkeypatch):
+    """On CUDA under bf16 autocast: grouped_mm gets bf16 on the GPU, and it is torch's grouped kernel that runs. On
+    sm90/sm100 (H100, B200) that is the fused CUTLASS kernel: the profile holds aten::_grouped_mm and no per-expert
+    aten::mm (torch's fallback loop, which fp32 takes on every card and bf16 on the others)."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import AutoModelForCausalLM
+
+    from ftlab.moe import experts_follow_autocast
+
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("bf16 autocast needs a card with bf16 arithmetic (compute capability 8.0+)")
+    calls = record_grouped_mm(monkeypatch)
+    moe = upcycle(AutoModelForCausalLM.from_pretrained(tiny_model), 4, 2, noise=0.1).cuda()
+    experts_follow_autocast(moe)
+    ids = torch.randint(0, moe.config.vocab_size, (4, 64), device="cuda")
+    outputs, grads = experts_seen(moe, "cuda", ids)
+    assert calls and set(calls) == {(torch.bfloat16, torch.bfloat16, "cuda")}
+    assert outputs == {torch.bfloat16} and grads == {torch.float32}
+
+    experts = moe.model.layers[0].mlp.experts
+    hidden = torch.randn(256, moe.config.hidden_size, device="cuda")
+    top_k_index = torch.randint(0, 4, (256, 2), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16), profile(
+            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        experts(hidden, top_k_index, torch.full((256, 2), 0.5, device="cuda"))
+        torch.cuda.synchronize()
+    ops = {event.name for event in prof.events()}
+    assert "aten::_grouped_mm" in ops, sorted(ops)
+    if torch.cuda.get_device_capability()[0] in (9, 10):
+        assert "aten::mm" not in ops, sorted(ops)  # the fused kernel, not the per-expert loop
+
+
+@pytest.mark.gpu
+def test_the_script_on_cuda_switches_the_experts_to_autocast(tiny_model, tmp_path):
+    precision = ["--bf16", "true"] if torch.cuda.is_bf16_supported(including_emulation=False) else ["--fp16", "true"]
+    metrics = train(tiny_model, tmp_path / "gpu", *precision, "--eval_before", "false", "--save_strategy", "no",
+                    "--max_steps", "2")
+    assert metrics["experts_implementation"] == "grouped_mm_autocast"
+    assert all(math.isfinite(x) for x in metrics["train_losses"])

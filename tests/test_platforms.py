@@ -95,6 +95,7 @@ def test_kernels_for_a_capability(archs, capability, runs):
 
 def test_a_driver_too_old_for_the_wheel_is_one_line_naming_both(monkeypatch):
     """torch.cuda.is_available() is False with an old driver; the loaded NVIDIA driver shows a card is there."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # (the default suite hides CUDA: see the last check)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     problem = platforms.cuda_problem(torch, driver="535.104.05")
@@ -103,8 +104,12 @@ def test_a_driver_too_old_for_the_wheel_is_one_line_naming_both(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", None)
     assert "CPU-only build" in platforms.cuda_problem(torch, driver="550.54")
     assert platforms.cuda_problem(torch, driver=None) == ""  # no NVIDIA driver: a CPU machine, nothing to say
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hidden on purpose (the default test suite): not a problem
+    assert platforms.cuda_problem(torch, driver="535.104.05") == ""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
     with pytest.raises(platforms.PlatformError, match="driver 535"):
-        choose(Hardware(cuda_problem=platforms.cuda_problem(torch, driver="535.104.05") or "x"))
+        choose(Hardware(cuda_problem=platforms.cuda_problem(torch, driver="535.104.05")))
 
 
 def test_several_gpus_under_plain_python_say_how_to_pick_one(monkeypatch):

@@ -100,7 +100,9 @@ def test_formats_script_measures_every_kind_of_tensor(tiny_model, tmp_path):
     result = run_script("08_quantization/formats.py", "--config", "08_quantization/formats.yaml",
                         "--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--examples", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("device: cpu (")  # the first line: where the model runs (no GPU here)
     results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "cpu"
     for kind in ("weights", "linear_inputs", "residual", "residual_squared", "gradients"):
         rows = {r["format"]: r for r in results[kind]["formats"]}
         assert results[kind]["values"] > 0 and rows["fp32"]["relative_error"] == 0, kind
@@ -131,6 +133,84 @@ def test_every_method_quantizes_generates_and_is_scored(ptq):
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 4 and set(ALL_METHODS) <= set(predictions[0])
     assert "| bnb_nf4 |" in (out / "results.md").read_text()
+
+
+def test_the_compute_dtype_is_the_devices_own_format(ptq):
+    """quantize.py takes its device and 16-bit format from ftlab.platforms (here the CPU's: bf16 where native)."""
+    from ftlab.platforms import choose, detect
+
+    out, _ = ptq
+    results = json.loads((out / "results.json").read_text())
+    choice = choose(detect())
+    assert results["device"] == choice.device == "cpu" and results["compute_dtype"] == f"torch.{choice.dtype}"
+
+
+@pytest.mark.parametrize("method, device_map, dtype", [
+    ("bnb_nf4", {"": "cuda"}, torch.float16),     # a T4's format: quantized on the GPU, computing in fp16
+    ("bnb_int8", {"": "cuda"}, torch.bfloat16),
+    ("bnb_nf4", {"": "cpu"}, torch.bfloat16),
+])
+def test_load_model_quantizes_bitsandbytes_on_the_device_in_its_format(method, device_map, dtype, tiny_model_64,
+                                                                       monkeypatch):
+    """bitsandbytes quantizes a model on the device it loads to: `device_map` carries the device, and NF4's compute
+    dtype is the device's format (no GPU needed: from_pretrained is replaced by a recorder)."""
+    from transformers import AutoModelForCausalLM
+
+    from ftlab.quantization import load_model
+
+    seen = {}
+
+    def from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    load_model(str(tiny_model_64), method, dtype, device=device_map[""])
+    assert seen["device_map"] == device_map and seen["dtype"] == dtype
+    if method == "bnb_nf4":
+        assert seen["quantization_config"].bnb_4bit_compute_dtype == dtype
+
+
+@pytest.mark.gpu
+def test_every_method_quantizes_and_scores_on_the_gpu(tiny_model_64, tmp_path):
+    """On CUDA: each method's model lives there (bitsandbytes quantized there), decodes and is scored, in the GPU's
+    16-bit format; none is 'not run here'."""
+    from ftlab.platforms import choose, detect
+
+    out = tmp_path / "gpu"
+    result = run_script("08_quantization/quantize.py", "--config", "08_quantization/quantize.yaml",
+                        "--model_name_or_path", str(tiny_model_64), "--output_dir", str(out), "--methods", *ALL_METHODS,
+                        "--eval_samples", "4", "--handwritten_file", "none", "--max_new_tokens", "8",
+                        "--decode_tokens", "4")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("device: cuda, ")
+    results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "cuda" and results["compute_dtype"] == f"torch.{choose(detect()).dtype}"
+    for row in results["rows"]:
+        assert "error" not in row and row["scores"]["synthetic"]["n"] == 4, row
+
+
+@pytest.mark.gpu
+def test_bnb_nf4_is_quantized_on_cuda_and_generates_there(tiny_model_64):
+    from ftlab.quantization import load_model
+
+    model, _ = load_model(str(tiny_model_64), "bnb_nf4", torch.bfloat16, device="cuda")
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    assert weight.device.type == "cuda" and weight.dtype == torch.uint8 and weight.quant_state.dtype == torch.bfloat16
+    generated = model.generate(input_ids=torch.tensor([[1, 5, 9, 40, 3]], device="cuda"), max_new_tokens=3,
+                               min_new_tokens=3, do_sample=False)
+    assert generated.shape == (1, 8)
+
+
+@pytest.mark.gpu
+def test_formats_runs_the_model_on_the_gpu(tiny_model, tmp_path):
+    out = tmp_path / "formats"
+    result = run_script("08_quantization/formats.py", "--config", "08_quantization/formats.yaml",
+                        "--model_name_or_path", str(tiny_model), "--output_dir", str(out), "--examples", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("device: cuda (")
+    results = json.loads((out / "results.json").read_text())
+    assert results["device"] == "cuda" and set(results["whole_model"]) == {"float16", "bfloat16"}
 
 
 def test_sizes_on_disk_shrink_as_expected(ptq, tiny_model_64):
