@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llamafactory setup-gguf demo course test test-notebooks test-slow test-gpu bench-gpu lint clean
+.PHONY: setup setup-llamafactory setup-gguf demo course test test-notebooks test-slow test-gpu bench-gpu gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -87,6 +87,12 @@ test-gpu: setup
 # LoRA/QLoRA tokens/s and peak memory, plain vs Liger vs Unsloth, at Llama-3.2-1B's shape (batch 4 x 2048).
 bench-gpu: setup
 	$(PY) benchmarks/lora_speed.py
+
+# One NVIDIA GPU, ~10 minutes on an H100: the gpu tests, the benchmark above, every lesson's GPU config shortened; one
+# table in runs/gpu_check/gpu_check.md. The lessons' hub models download (HF_HUB_OFFLINE=0). On a CPU it refuses in one
+# line. benchmarks/gpu_check.py --help: --budget_minutes 30 for a T4, --model_dir for one local model, no network.
+gpu-check: setup
+	HF_HUB_OFFLINE=0 $(PY) benchmarks/gpu_check.py
 
 lint: setup
 	$(PY) -m ruff check .
