@@ -14,6 +14,7 @@ It needs no `make setup`: any Python that has the packages runs it (Colab after 
 with the packages on PYTHONPATH). Every piece runs in its own process, with this Python (sys.executable) and
 this environment (PYTHONPATH included), with its own time limit, in this order:
 
+  0. models     each lesson's hub model downloaded first, outside the budget (a first run fetches ~5 GB)
   1. gpu_tests   the `gpu`-marked tests (make test-gpu's): python -m pytest -m gpu, in 4 processes at once
                  (--test_workers; most of each test is a script's start-up, and dozens of them one after another
                  would take the whole budget), one where pytest-xdist is missing; lora_speed's own gpu test is
@@ -220,6 +221,23 @@ def write_bench_model(shape: str, folder: Path, tokenizer_dir: str) -> None:
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
 
 
+def fetch_models(pieces: list[str], overrides: dict, model_dir: str | None, configs: str) -> None:
+    """Download each lesson's hub model once (`ftlab.models.resolve_model`: the hub's cache, which the scripts then
+    read), outside the time budget: a download's minutes would otherwise count as a lesson's. A model that cannot be
+    fetched is left to its lesson, which then fails with its own one line."""
+    from ftlab.models import ModelNotFound, resolve_model
+
+    for name, _, gpu_config, cpu_config, *_ in LESSONS:
+        model = overrides.get(name) or model_dir or config_model(gpu_config if configs == "gpu" else cpu_config)
+        if name not in pieces or not model or model.startswith("runs/") or Path(model).exists():
+            continue
+        start = time.perf_counter()
+        try:
+            print(f"[models] {model}: {resolve_model(model)} ({time.perf_counter() - start:.0f} s)", flush=True)
+        except ModelNotFound as e:
+            print(f"[models] {model}: not fetched ({e})", flush=True)
+
+
 def lesson_row(record: dict, out: Path) -> dict:
     """The lesson's numbers from its metrics.json; a run without one, or with a loss that is not finite, failed."""
     path = out / "metrics.json"
@@ -233,7 +251,8 @@ def lesson_row(record: dict, out: Path) -> dict:
     row = {**record, "metrics": str(path), "steps": steps, "train_seconds": m.get("train_seconds"),
            "seconds_per_step": round(m["train_seconds"] / steps, 3) if steps and m.get("train_seconds") else None,
            "tokens_per_second": m.get("train_tokens_per_second"), "peak_memory_gib": m.get("peak_memory_gib"),
-           "memory_device": m.get("memory_device"), "first_loss": losses[0] if losses else None,
+           "memory_device": m.get("memory_device"), "parameters_trained_on": m.get("parameters_trained_on"),
+           "first_loss": losses[0] if losses else None,
            "last_loss": losses[-1] if losses else None}
     for when in ("before", "after"):
         for name in ("synthetic", "handwritten"):
@@ -367,6 +386,10 @@ def main():
 
     rows, bench_table = [], ""
 
+    # ---- 0. The lessons' hub models, downloaded before any clock starts (a first run fetches ~5 GB) --------------
+    if not args.cpu_smoke:
+        fetch_models(pieces, overrides, args.model_dir, args.configs)
+
     # ---- 1. The gpu tests -------------------------------------------------------------------------------------
     # pyproject's addopts cleared (-o addopts=): they select `not slow` and ask for pytest-xdist, which a bare GPU
     # machine may lack. With it, --dist load spreads single tests (not files: test_gpu.py holds most of them).
@@ -438,11 +461,12 @@ def main():
         record = run_piece(name, command, limit(name), env, out)
         record["model"] = Path(model).name if model and Path(model).exists() else model or config_model(config)
         row = lesson_row(record, run_dir)
-        # Which device trained is said only in the script's first line (metrics.json's memory_device reads CUDA
-        # whenever a GPU is visible): a run that fell back to the CPU is a failure of this check.
+        # A run that trained anywhere but on the GPU fails this check: the script's device line, and where its
+        # trainable parameters were at every step (metrics.json's parameters_trained_on, from ftlab.report).
         device = next((line for line in record["output"].splitlines() if line.startswith("device: ")), "")
-        if not args.cpu_smoke and "error" not in row and not device.startswith("device: cuda"):
-            row["error"] = f"did not train on the GPU ({device or 'no device line'})"
+        where = row.get("parameters_trained_on")
+        if not args.cpu_smoke and "error" not in row and not (device.startswith("device: cuda") and where == "cuda"):
+            row["error"] = f"did not train on the GPU ({device or 'no device line'}; parameters on {where})"
         rows.append(row)
 
     # ---- The table --------------------------------------------------------------------------------------------
