@@ -8,7 +8,8 @@ Every path trains the same randomly initialised model (written once to runs/benc
 random tokens, LoRA r=16 (alpha 32) on all linear layers, with gradient checkpointing, for --steps steps:
 
   peft-lora          transformers + PEFT, as 05_peft_lora/train.py trains
-  peft-lora-liger    the same with `use_liger_kernel` (Liger's Triton kernels; CUDA only)
+  peft-lora-liger    the same with `use_liger_kernel` (Liger's Triton kernels; CUDA only): RMSNorm, RoPE and
+                     SwiGLU only, since TRL 1.15's SFTTrainer turns Liger's fused cross-entropy off
   unsloth-lora       05_peft_lora/train_unsloth.py's route (Unsloth's loader, kernels and checkpointing)
   peft-qlora-upcast  the textbook QLoRA recipe: 4-bit NF4 base + peft's `prepare_model_for_kbit_training`,
                      which casts every weight it leaves unquantized (embeddings, norms) to fp32
@@ -42,7 +43,7 @@ SHAPES = {  # LlamaConfig fields; Llama-3.2-1B's and SmolLM2-135M's published sh
 }
 PATHS = {
     "peft-lora": "transformers + PEFT LoRA (05 train.py)",
-    "peft-lora-liger": "+ Liger kernels (use_liger_kernel)",
+    "peft-lora-liger": "+ Liger RMSNorm, RoPE, SwiGLU (use_liger_kernel; TRL 1.15 keeps its own loss)",
     "unsloth-lora": "Unsloth LoRA (05 train_unsloth.py)",
     "peft-qlora-upcast": "transformers + PEFT QLoRA, prepare_model_for_kbit_training",
     "peft-qlora": "transformers + PEFT QLoRA, nothing upcast (06 train.py)",

@@ -116,7 +116,7 @@ def main():
     from ftlab.data import DataError, load_preference, load_task
     from ftlab.evaluation import score_task
     from ftlab.metrics import accuracy_by_kind
-    from ftlab.platforms import choose, detect
+    from ftlab.platforms import choose_to_run
     from ftlab.report import save_metrics, summarize
 
     base, model, tokenizer = load_model(run_dir, args)
@@ -149,9 +149,10 @@ def main():
         data = load_task(args)
     except DataError as e:
         fail(e)
-    bf16 = choose(detect()).bf16
+    choice = choose_to_run(use_cpu=True)  # the models are loaded on the CPU: its number format, not a GPU's
 
-    settings = SimpleNamespace(per_device_eval_batch_size=args.per_device_eval_batch_size, bf16=bf16)
+    settings = SimpleNamespace(per_device_eval_batch_size=args.per_device_eval_batch_size, bf16=choice.bf16,
+                               fp16=choice.fp16)
 
     def score(label, m):  # the same scoring, and console line, as every train.py
         m.eval()
