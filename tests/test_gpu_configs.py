@@ -1,5 +1,6 @@
-"""The GPU track's configs (one per training lesson, beside its CPU config) on the CPU: each parses through its own
-script and trains 2 steps on a tiny model of its model's family, and its memory estimate fits a 16 GB T4.
+"""The GPU track's configs (one per training lesson, beside its CPU config) on the CPU: what each sets, and that its
+memory estimate fits a 16 GB T4. Each also parses through its own script and trains 2 steps on a tiny model of its
+model's family in tests/test_gpu_check.py, through `make gpu-check`'s CPU smoke run (one run serves both).
 
 The hub models they name cannot be downloaded here, so the memory is estimated from each model's published
 config.json shape (`ftlab.memory.PUBLISHED`, checked against the model cards' parameter counts). The other chat
@@ -17,20 +18,15 @@ from conftest import ROOT, run_script
 
 from ftlab.memory import CARDS, HEADROOM, PUBLISHED, count_text, fit_report, published_config, training_budget
 
-# lesson -> (script, its GPU config, its CPU config, the tiny model fixture of the GPU model's family, extra flags:
-# "{sft}", "{prose}", "{pairs}" name the short data files of the `short_data` fixture)
-SFT = ["--train_file", "{sft}"]
+# lesson -> (script, its GPU config, its CPU config)
 GPU_CONFIGS = {
-    "01": ("01_full_finetuning/train.py", "01_full_finetuning/gpu.yaml", "01_full_finetuning/config.yaml",
-           "tiny_qwen2", ["--prose_train_file", "{prose}", "--prose_eval_file", "{prose}"]),
-    "02": ("02_sft/train.py", "02_sft/gpu.yaml", "02_sft/config.yaml", "tiny_qwen2", SFT),
-    "03": ("03_rlhf/train_dpo.py", "03_rlhf/dpo_gpu.yaml", "03_rlhf/dpo.yaml", "tiny_qwen2",
-           ["--preference_file", "{pairs}", "--eval_pairs", "4"]),
-    "04": ("04_moe/train.py", "04_moe/gpu.yaml", "04_moe/config.yaml", "tiny_model", [*SFT, "--load_samples", "4"]),
-    "05": ("05_peft_lora/train.py", "05_peft_lora/gpu.yaml", "05_peft_lora/config.yaml", "tiny_qwen2", SFT),
-    "06": ("06_qlora/train.py", "06_qlora/gpu.yaml", "06_qlora/config.yaml", "tiny_qwen2", SFT),
-    "08": ("08_quantization/train_qat.py", "08_quantization/train_qat_gpu.yaml", "08_quantization/train_qat.yaml",
-           "tiny_qwen2", SFT),
+    "01": ("01_full_finetuning/train.py", "01_full_finetuning/gpu.yaml", "01_full_finetuning/config.yaml"),
+    "02": ("02_sft/train.py", "02_sft/gpu.yaml", "02_sft/config.yaml"),
+    "03": ("03_rlhf/train_dpo.py", "03_rlhf/dpo_gpu.yaml", "03_rlhf/dpo.yaml"),
+    "04": ("04_moe/train.py", "04_moe/gpu.yaml", "04_moe/config.yaml"),
+    "05": ("05_peft_lora/train.py", "05_peft_lora/gpu.yaml", "05_peft_lora/config.yaml"),
+    "06": ("06_qlora/train.py", "06_qlora/gpu.yaml", "06_qlora/config.yaml"),
+    "08": ("08_quantization/train_qat.py", "08_quantization/train_qat_gpu.yaml", "08_quantization/train_qat.yaml"),
 }
 # The test size: 2 steps, 2 synthetic examples scored with 8 new tokens, nothing else scored or saved on the way.
 QUICK = ["--max_steps", "2", "--eval_samples", "2", "--max_new_tokens", "8", "--handwritten_file", "none",
@@ -45,7 +41,7 @@ def load(path: str) -> dict:
 # ---- The configs: what they set, and the memory they need -----------------------------------------------------
 @pytest.mark.parametrize("lesson", GPU_CONFIGS)
 def test_a_gpu_config_keeps_every_knob_of_the_cpu_one_and_leaves_the_format_to_the_card(lesson):
-    _, gpu, cpu, _, _ = GPU_CONFIGS[lesson]
+    _, gpu, cpu = GPU_CONFIGS[lesson]
     config = load(gpu)
     assert set(load(cpu)) <= set(config), f"{gpu} lacks {sorted(set(load(cpu)) - set(config))}"
     assert not {"bf16", "fp16", "use_cpu"} & set(config)  # ftlab/platforms.py decides from the card
@@ -142,34 +138,15 @@ def test_fit_report_names_the_card_at_hand_and_says_no_when_it_does_not_fit():
     assert "16 GB (T4): yes" in lora  # what LoRA buys: the model full finetuning cannot train on a T4
 
 
-# ---- Each GPU config trains 2 steps on a tiny model, through its own script ------------------------------------
+# ---- 02 on a Llama-3-style template (the other templates: below; every GPU config trains in test_gpu_check) --
 @pytest.fixture(scope="module")
 def short_data(tmp_path_factory) -> dict:
-    """The first lines of the training files, enough for 2 steps: tokenizing all of them would cost each run
-    seconds that test nothing here."""
+    """The first lines of the training file, enough for 2 steps: tokenizing all of it would cost the run seconds
+    that test nothing here."""
     folder = tmp_path_factory.mktemp("short-data")
-    files = {"sft": ("sft_train.jsonl", 32), "prose": ("prose_train.jsonl", 150), "pairs": ("preference.jsonl", 24)}
-    for name, lines in files.values():
-        head = (ROOT / "data" / name).read_text(encoding="utf-8").splitlines()[:lines]
-        (folder / name).write_text("\n".join(head) + "\n", encoding="utf-8")
-    return {key: str(folder / name) for key, (name, _) in files.items()}
-
-
-@pytest.mark.parametrize("lesson", GPU_CONFIGS)
-def test_a_gpu_config_trains_two_steps_on_a_tiny_model(lesson, request, short_data, tmp_path):
-    script, gpu, _, fixture, extra = GPU_CONFIGS[lesson]
-    model = request.getfixturevalue(fixture)
-    out = tmp_path / "run"
-    before = ["--eval_before", "true"] if lesson == "02" else ["--eval_before", "false"]  # 02 scores both sides
-    result = run_script(script, "--config", gpu, "--model_name_or_path", str(model), "--output_dir", str(out),
-                        *QUICK, *before, *(arg.format(**short_data) for arg in extra))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "device: cpu" in result.stdout  # the default suite hides CUDA
-    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert len(metrics["train_losses"]) == 2 and all(math.isfinite(x) for x in metrics["train_losses"])
-    assert metrics["after"]["synthetic"]["n"] == 2
-    if lesson == "02":
-        assert metrics["before"]["synthetic"]["n"] == 2
+    head = (ROOT / "data" / "sft_train.jsonl").read_text(encoding="utf-8").splitlines()[:32]
+    (folder / "sft_train.jsonl").write_text("\n".join(head) + "\n", encoding="utf-8")
+    return {"sft": str(folder / "sft_train.jsonl")}
 
 
 def test_sft_trains_and_scores_with_a_llama3_template(tiny_llama3, short_data, tmp_path):
