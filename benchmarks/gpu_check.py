@@ -100,7 +100,7 @@ def machine_facts() -> dict:
     from ftlab import platforms
 
     hw = platforms.detect()
-    no_gpu = getattr(hw, "cuda_problem", "")  # an NVIDIA card torch cannot use: why, and the fix
+    no_gpu = hw.cuda_problem  # an NVIDIA card torch cannot use: why, and the fix
     if not no_gpu and not (torch.cuda.is_available() and hw.cuda):
         no_gpu = (f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None else
                   f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA device")
@@ -119,8 +119,7 @@ def machine_facts() -> dict:
                      gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
     else:
         facts.update(gpu="none", capability=None, gpu_memory_gib=None)
-    driver = getattr(platforms, "nvidia_driver", lambda: None)()
-    facts["driver"] = driver or "none"
+    facts["driver"] = platforms.nvidia_driver() or "none"
     try:
         choice = platforms.choose(hw)
         facts["precision"] = f"{choice.device}, {choice.precision} ({choice.why})"
@@ -199,26 +198,6 @@ def config_model(config: str) -> str:
     path = ROOT / config
     return str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("model_name_or_path", "")) \
         if path.is_file() else ""
-
-
-def write_bench_model(shape: str, folder: Path, tokenizer_dir: str) -> None:
-    """lora_speed.py writes its random model with the embedded SmolLM2's tokenizer, which an offline machine may
-    lack. With --model_dir the check writes that folder first (lora_speed then uses it), with --model_dir's
-    tokenizer: the benchmark's data are random ids, only the pad token is read."""
-    if (folder / "config.json").exists():
-        return
-    import importlib.util
-
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    spec = importlib.util.spec_from_file_location("lora_speed", ROOT / "benchmarks" / "lora_speed.py")
-    lora_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lora_speed)
-    torch.manual_seed(0)
-    config = LlamaConfig(**lora_speed.SHAPES[shape], tie_word_embeddings=True, max_position_embeddings=8192)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
 
 
 def fetch_models(pieces: list[str], overrides: dict, model_dir: str | None, configs: str) -> None:
@@ -416,14 +395,12 @@ def main():
         bench_out = out / "benchmark"
         command = [sys.executable, "benchmarks/lora_speed.py", "--shape", shape, "--steps",
                    str(2 if args.cpu_smoke else args.bench_steps), "--out", str(bench_out)]
+        if args.model_dir:  # the random model's tokenizer from it: an offline machine may lack the embedded SmolLM2
+            command += ["--tokenizer", args.model_dir]
         if args.cpu_smoke:  # one path shows the piece works (tests/test_lora_speed.py runs the others on a CPU)
             command += ["--batch", "2", "--seq", "64", "--paths", "peft-lora"]
-        start = time.perf_counter()
         (bench_out / "lora_speed.md").unlink(missing_ok=True)
-        if args.model_dir:
-            write_bench_model(shape, bench_out / shape, args.model_dir)
         record = run_piece("benchmark", command, limit("benchmark"), env, out)
-        record["seconds"] = round(time.perf_counter() - start, 1)  # with the model written first, if it was
         record["model"] = f"random, {shape} shape"
         md = bench_out / "lora_speed.md"
         if md.is_file():

@@ -62,9 +62,9 @@ def cannot_run(path: str, device: str) -> str | None:
     return None
 
 
-def write_model(shape: str, folder: Path) -> Path:
-    """A randomly initialised Llama of `shape` in bf16, with the embedded SmolLM2's tokenizer (only its pad
-    token is used: the data are random ids), written once."""
+def write_model(shape: str, folder: Path, tokenizer: str = "HuggingFaceTB/SmolLM2-135M-Instruct") -> Path:
+    """A randomly initialised Llama of `shape` in bf16, with `tokenizer`'s tokenizer (the embedded SmolLM2's by
+    default; only its pad token is used: the data are random ids), written once."""
     if (folder / "config.json").exists():
         return folder
     import torch
@@ -75,7 +75,7 @@ def write_model(shape: str, folder: Path) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(**SHAPES[shape], tie_word_embeddings=True, max_position_embeddings=8192)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model(tokenizer)).save_pretrained(folder)
     return folder
 
 
@@ -176,6 +176,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--tokenizer", default="HuggingFaceTB/SmolLM2-135M-Instruct",
+                        help="whose tokenizer the random model gets (a hub id or folder; only its pad token is used)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run this path in this process
     args = parser.parse_args()
     model_dir = args.out / args.shape
@@ -186,7 +188,7 @@ def main():
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    write_model(args.shape, model_dir)
+    write_model(args.shape, model_dir, args.tokenizer)
     name = device_name()
     rows = [(f"Measured on {name}: `python benchmarks/lora_speed.py --shape {args.shape} --batch {args.batch} "
             f"--seq {args.seq} --steps {args.steps}`, LoRA r=16 on all linear layers, gradient checkpointing."), "",

@@ -52,13 +52,19 @@ def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32, layers: int = 
         unk_token="<|endoftext|>", chat_template=CHAT_TEMPLATE)
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    return save_random_model(path, tokenizer, LlamaConfig, LlamaForCausalLM, hidden, layers, tokenizer.eos_token_id)
+
+
+def save_random_model(path: Path, tokenizer, config_class, model_class, hidden: int, layers: int, stop) -> Path:
+    """A random `model_class` (4 heads, 2 key/value heads, tied embeddings) sized to `tokenizer`, saved with it to
+    `path`; `stop`: the token id(s) that end a reply in its generation config."""
+    config = config_class(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model = model_class(config)
+    model.generation_config.eos_token_id = stop
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -156,17 +162,8 @@ def build_chat_model(path: Path, style: str, hidden: int = 64) -> Path:
     else:
         raise ValueError(f"style must be qwen2 or llama3, not {style!r}")
     torch.manual_seed(0)
-    config = config_class(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
-    model = model_class(config)
-    model.generation_config.eos_token_id = stop  # as the hub's generation_config.json: either token ends a reply
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    # as the hub's generation_config.json: either token ends a reply
+    return save_random_model(path, tokenizer, config_class, model_class, hidden, 2, stop)
 
 
 @pytest.fixture(scope="session")
