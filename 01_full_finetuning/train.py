@@ -25,15 +25,20 @@ measured peak), predictions.jsonl and loss_curve.png to --output_dir.
 
 import dataclasses
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 
 try:  # outside .venv: one line, not a traceback
-    from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
+    from ftlab.startup import (
+        TaskArguments,
+        end_processes,
+        fail,
+        parse_config,
+        prepare_shared_output_dir,
+        quiet_other_processes,
+    )
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
@@ -45,47 +50,31 @@ class ScriptArguments(TaskArguments):
 
 
 def main():
-    import torch
     from transformers import TrainingArguments
     from trl import ModelConfig
 
     # ---- 1. Config ---------------------------------------------------------------------------------------
     script_args, training_args, model_args = parse_config(ScriptArguments, TrainingArguments, ModelConfig)
 
-    from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer
-    from transformers.integrations import is_deepspeed_zero3_enabled
 
-    from ftlab.data import DATA_DIR, DataError, load_task, read_jsonl
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.memory import estimate_training, format_table
-    from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, memory_in_use, peak_memory, summarize, timed_train
+    from ftlab.memory import format_table, training_budget_for
+    from ftlab.models import load_causal_lm
+    from ftlab.report import summarize
+    from ftlab.resources import count_parameters, measure_training, memory_in_use
 
-    main_process = training_args.process_index == 0  # one process per device under a launcher
-    if not main_process:  # the others train silently: one copy of every line, as on one device
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    with training_args.main_process_first():  # the first process clears the folder, the others then find it so
-        out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
-                                 resume=script_args.resume)
-    sharded = is_deepspeed_zero3_enabled() or bool(training_args.fsdp)  # weights split across processes
+    main_process = quiet_other_processes(training_args)  # one process per device under a launcher; one prints
+    out = prepare_shared_output_dir(training_args, overwrite=script_args.overwrite_output_dir,
+                                    resume=script_args.resume)
+    sharded = weights_sharded(training_args)  # ZeRO-3 or FSDP: each process holds a shard of every weight
 
     # ---- 2. Model, and the data: raw prose cut into equal blocks (the task's eval sets only for scoring) ------
-    try:
-        model, tokenizer = load_causal_lm(model_args, None if sharded else training_args.device)
-        prose = {split: read_jsonl(path or DATA_DIR / f"prose_{split}.jsonl", "text") for split, path in
-                 (("train", script_args.prose_train_file), ("eval", script_args.prose_eval_file))}
-        task = load_task(script_args)
-    except (ModelNotFound, DataError) as e:
-        fail(e)
-
-    def blocks(records: list[dict]) -> Dataset:
-        """Every paragraph + end-of-text, concatenated, cut into block_size rows (the tail that is left is dropped)."""
-        ids = [t for r in records for t in tokenizer(r["text"])["input_ids"] + [tokenizer.eos_token_id]]
-        size = script_args.block_size
-        return Dataset.from_dict({"input_ids": [ids[i:i + size] for i in range(0, len(ids) - size + 1, size)]})
-
-    train_dataset, eval_dataset = blocks(prose["train"]), blocks(prose["eval"])
+    model, tokenizer = load_causal_lm(model_args, None if sharded else training_args.device)
+    prose = read_prose(script_args)
+    task = load_task(script_args)
+    train_dataset, eval_dataset = (blocks(prose[split], tokenizer, script_args.block_size) for split in ("train", "eval"))
     print(f"prose: {len(prose['train'])} paragraphs -> {len(train_dataset)} rows of {script_args.block_size} tokens; "
           f"held out: {len(eval_dataset)} rows")
     print("example ->", prose["train"][0]["text"])
@@ -103,67 +92,94 @@ def main():
     print(f"{'partial' if k else 'full'} finetuning: {trainable:,} trainable of {total:,} parameters "
           f"({trainable / total:.1%})")
 
-    # ---- 4. The memory this run should need (ftlab.memory: chapter 2 of the course notes, made executable) ----
-    weights_dtype = torch.float32 if model_args.dtype in (None, "auto", "float32") else getattr(torch, model_args.dtype)
-    plugin = getattr(training_args, "deepspeed_plugin", None)  # set by --deepspeed or an accelerate config
-    zero = int(plugin.zero_stage) if plugin else 0
-    autocast = training_args.bf16 or training_args.fp16
-    precision = ("mixed16" if plugin else "mixed") if weights_dtype == torch.float32 and autocast else \
-        "fp32" if weights_dtype == torch.float32 else "bf16"  # (DeepSpeed: 16-bit weights + an fp32 master copy)
-    budget = estimate_training(model, method="partial" if k else "full", precision=precision,
-                               optimizer="adamw", batch=training_args.per_device_train_batch_size,
-                               seq=script_args.block_size, gradient_checkpointing=training_args.gradient_checkpointing,
-                               trainable=trainable, zero_stage=zero, gpus=training_args.world_size)
+    # ---- 4. The memory this run should need: weights, gradients, optimizer states, activations (ftlab.memory) --
+    budget = training_budget_for(model, training_args, model_args, method="partial" if k else "full",
+                                 seq=script_args.block_size, trainable=trainable)
     print("memory budget (estimate, per device):\n" + format_table(budget))
 
     # ---- 5. Before: perplexity on held-out prose, and the task ---------------------------------------------
     # (Under ZeRO-3 or FSDP each process holds a shard of the weights: the task is scored on the saved model.)
     print(task.describe())
-    before, before_answers = (score_task("before", model, tokenizer, task, script_args, training_args)
-                              if script_args.eval_before and main_process and not sharded else (None, None))
+    before = (score_task("before", model, tokenizer, task, script_args, training_args)
+              if main_process and not sharded else None)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),  # labels = inputs
                       processing_class=tokenizer)
     perplexity = {"before": math.exp(trainer.evaluate()["eval_loss"]) if script_args.eval_before else None}
 
-    # ---- 6. Train, and set what it used beside the estimate (the weights were in memory already) ----------------
+    # ---- 6. Train, and see what it used beside the estimate (the weights were in memory already) ----------------
     held_before = memory_in_use()
-    train_seconds = timed_train(trainer, resume=script_args.resume)
-    added, estimated = peak_memory()["peak_gib"] - held_before, (budget.total - budget.weights) / 2**30
-    print(f"training added {added:.2f} GiB to the {held_before:.2f} GiB held before it (peak minus before); the "
-          f"estimate of gradients + optimizer + activations: {estimated:.2f} GiB"
-          + (f" ({estimated / added - 1:+.0%})" if added > 0 else " (the peak came before training)"))
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
+    memory = compare_with_estimate(held_before, budget)
     perplexity["after"] = math.exp(trainer.evaluate()["eval_loss"])
     trainer.save_model(out)
     if not main_process:
         return
 
-    rows_per_step = (training_args.world_size * training_args.per_device_train_batch_size
-                     * training_args.gradient_accumulation_steps)  # every row is a full block: tokens are exact
-    block = script_args.block_size
-
     # ---- 7. After: the task, on the saved model, and the report -----------------------------------------------
-    if sharded:  # the saved model is one ordinary file: load it whole, in this process only (no ZeRO-3 sharding)
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-        unset_hf_deepspeed_config()
-        model, tokenizer = load_causal_lm(dataclasses.replace(model_args, model_name_or_path=str(out)))
-    after, after_answers = score_task("after", model, tokenizer, task, script_args, training_args)
+    if sharded:  # the saved model is one ordinary file: load it whole, in this process only
+        model, tokenizer = load_saved_model(model_args, out)
+    after = score_task("after", model, tokenizer, task, script_args, training_args)
     before_text = f"{perplexity['before']:.2f}" if perplexity["before"] else "not measured"
     print(f"held-out prose perplexity: {before_text} -> {perplexity['after']:.2f}")
-    summarize(out, "01_full_finetuning" + (f" (last {k} blocks)" if k else ""), before, after,
-              train_seconds=train_seconds, parameters=(trainable, total), log_history=trainer.state.log_history,
-              eval_sets=task.eval_sets, questions=task.questions,
-              answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else trainer.state.global_step * rows_per_step * block,
+    rows = training_args.world_size * training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    summarize("01_full_finetuning" + (f" (last {k} blocks)" if k else ""), trainer, result, task, before, after,
+              parameters=(trainable, total),  # counted before training: a sharded trainer.model holds pieces
+              tokens_seen=trainer.state.global_step * rows * script_args.block_size,  # full blocks: tokens are exact
               extra={"bf16": training_args.bf16, "perplexity_before": perplexity["before"],
                      "perplexity_after": perplexity["after"], "train_last_k_blocks": k,
-                     "world_size": training_args.world_size, "zero_stage": zero,
-                     "memory_before_train_gib": round(held_before, 3), "training_added_gib": round(added, 3),
-                     "estimate_gib": {part: round(getattr(budget, part) / 2**30, 3) for part in
-                                      ("weights", "gradients", "optimizer", "activations", "total")}})
-    if torch.distributed.is_initialized():  # under a launcher: stop the process group's threads before Python exits
-        torch.distributed.destroy_process_group()
+                     "world_size": training_args.world_size, "zero_stage": budget.inputs["zero_stage"], **memory})
+    end_processes()  # under a launcher: stop the process group's threads before Python exits
+
+
+# ---- The details: prose into blocks, memory against the estimate, processes that each hold a shard -------------
+def read_prose(script_args) -> dict[str, list[dict]]:
+    """The prose files' paragraphs ({text}), "train" and "eval" (data/prose_*.jsonl unless given)."""
+    from ftlab.data import DATA_DIR, read_jsonl
+
+    return {split: read_jsonl(path or DATA_DIR / f"prose_{split}.jsonl", "text") for split, path in
+            (("train", script_args.prose_train_file), ("eval", script_args.prose_eval_file))}
+
+
+def blocks(records: list[dict], tokenizer, size: int):
+    """Every paragraph + end-of-text, concatenated, cut into rows of `size` tokens (the tail that is left is dropped)."""
+    from datasets import Dataset
+
+    ids = [t for r in records for t in tokenizer(r["text"])["input_ids"] + [tokenizer.eos_token_id]]
+    return Dataset.from_dict({"input_ids": [ids[i:i + size] for i in range(0, len(ids) - size + 1, size)]})
+
+
+def compare_with_estimate(held_before: float, budget) -> dict:
+    """Print what training added to memory (its peak minus the `held_before` GiB held before it) beside the estimate
+    of what it adds (gradients + optimizer states + activations); return both, with the estimate, for metrics.json."""
+    from ftlab.resources import peak_memory
+
+    added, estimated = peak_memory()["peak_gib"] - held_before, (budget.total - budget.weights) / 2**30
+    print(f"training added {added:.2f} GiB to the {held_before:.2f} GiB held before it (peak minus before); the "
+          f"estimate of gradients + optimizer + activations: {estimated:.2f} GiB"
+          + (f" ({estimated / added - 1:+.0%})" if added > 0 else " (the peak came before training)"))
+    return {"memory_before_train_gib": round(held_before, 3), "training_added_gib": round(added, 3),
+            "estimate_gib": {part: round(getattr(budget, part) / 2**30, 3) for part in
+                             ("weights", "gradients", "optimizer", "activations", "total")}}
+
+
+def weights_sharded(training_args) -> bool:
+    """Whether each process holds only a shard of every weight (DeepSpeed ZeRO-3, or FSDP)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled() or bool(training_args.fsdp)
+
+
+def load_saved_model(model_args, out):
+    """The model a sharded run saved in `out` (one ordinary file), loaded whole in this process: DeepSpeed's
+    ZeRO-3 config is unset first, or transformers would shard the load again."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from ftlab.models import load_causal_lm
+
+    unset_hf_deepspeed_config()
+    return load_causal_lm(dataclasses.replace(model_args, model_name_or_path=str(out)))
 
 
 if __name__ == "__main__":

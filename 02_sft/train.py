@@ -27,11 +27,9 @@ import sys
 from dataclasses import dataclass
 
 try:  # a learner who runs `python 02_sft/train.py` outside .venv gets one line, not a traceback
-    from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
+    from ftlab.startup import TaskArguments, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)"
-                     ) from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
@@ -50,10 +48,11 @@ def main():
 
     from trl import get_peft_config
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, summarize, timed_train
+    from ftlab.models import load_causal_lm
+    from ftlab.report import summarize
+    from ftlab.resources import measure_training
     from ftlab.trl_cpu import SFTTrainer  # TRL's SFTTrainer + a path for its Triton-only loss off NVIDIA GPUs
 
     prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
@@ -61,48 +60,38 @@ def main():
     torch.manual_seed(training_args.seed)  # SFTTrainer adds LoRA adapters before Trainer seeds: seed their init
 
     # ---- 2. Model and tokenizer, on the training device already for the "before" score ----------------
-    try:
-        model, tokenizer = load_causal_lm(model_args, training_args.device)
-    except ModelNotFound as e:
-        fail(e)
+    model, tokenizer = load_causal_lm(model_args, training_args.device)
 
     # ---- 3. Data: chat messages -> (prompt, completion) so the loss covers the answer only ------------
     # SmolLM2's chat template has no {% generation %} markers, so `assistant_only_loss` cannot find the
     # answer tokens; splitting each conversation into prompt and completion works with any template.
     # Two eval sets: the generator's held-out shapes, and sentences written by hand (never trained on).
-    try:
-        data = load_task(script_args)
-    except DataError as e:
-        fail(e)
-    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
+    data = load_task(script_args)
+    # prompt/completion pairs: the loss on the answer only (no eval set without eval_strategy: no eval loss)
+    train_dataset, eval_dataset = data.sft_datasets(eval_loss=training_args.eval_strategy != "no")
     print(data.describe())
     print("example prompt ->", data.train[0]["messages"][1]["content"])
     print("example answer ->", data.train[0]["messages"][2]["content"])
 
     # ---- 4. Evaluate the untrained model ---------------------------------------------------------------
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
 
     # ---- 5. Train ------------------------------------------------------------------------------------
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
-        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),  # None unless --use_peft
     )
-    model = trainer.model  # with --use_peft, the PEFT wrapper around the base model
-    parameters = count_parameters(model)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
     # ---- 6. Evaluate, report, save -------------------------------------------------------------------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
-    summarize(training_args.output_dir, "02_sft" + (" (LoRA)" if model_args.use_peft else ""), before, after,
-              train_seconds=train_seconds, parameters=parameters, log_history=trainer.state.log_history,
-              eval_sets=data.eval_sets, questions=data.questions,
-              answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else trainer.tokens_seen, extra={"bf16": training_args.bf16})
+    after = score_task("after", trainer.model, tokenizer, data, script_args, training_args)
+    summarize("02_sft" + (" (LoRA)" if model_args.use_peft else ""), trainer, result, data, before, after,
+              extra={"bf16": training_args.bf16})
     trainer.save_model(training_args.output_dir)  # the full model, or only the adapter with --use_peft
     print(f"saved model to {training_args.output_dir}")
 

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 try:  # a learner who runs the script outside .venv gets one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, peek, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 METHODS = ("dpo", "kto", "orpo")
 
@@ -45,6 +44,8 @@ class ScriptArguments(TaskArguments):
 
 def trainer_classes(method: str):
     """(config class, trainer class) of a method: TRL keeps ORPO among its experimental trainers."""
+    if method not in METHODS:
+        fail(f"--method {method!r}: must be one of {', '.join(METHODS)}")
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -64,18 +65,17 @@ def main():
 
     # ---- 1. Config: the method picks the config class; then dataclasses <- YAML <- flags ------------------
     method = peek("method", "dpo")
-    if method not in METHODS:
-        fail(f"--method {method!r}: must be one of {', '.join(METHODS)}")
     config_class, trainer_class = trainer_classes(method)
     script_args, training_args, model_args = parse_config(ScriptArguments, config_class, ModelConfig)
 
     from trl import get_peft_config
     from trl.data_utils import unpair_preference_dataset
 
-    from ftlab.data import DataError, load_preference, load_task, preference_dataset
+    from ftlab.data import load_preference, load_task, preference_dataset
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, summarize, timed_train
+    from ftlab.models import load_causal_lm
+    from ftlab.report import summarize
+    from ftlab.resources import measure_training
     from ftlab.trl_cpu import install
 
     install()  # TRL's DPO/KTO log-probabilities, on a CPU or a Mac too (ftlab/trl_cpu.py)
@@ -84,45 +84,34 @@ def main():
     torch.manual_seed(training_args.seed)
 
     # ---- 2. Model (the policy; DPO and KTO copy it as the frozen reference, or switch LoRA off) -----------
-    try:
-        model, tokenizer = load_causal_lm(model_args, training_args.device)
-    except ModelNotFound as e:
-        fail(e)
+    model, tokenizer = load_causal_lm(model_args, training_args.device)
 
     # ---- 3. Data: preference pairs to learn from; the task's eval sets to score ---------------------------
-    try:
-        train_pairs, held_out = load_preference(script_args.preference_file, script_args.eval_pairs)
-        data = load_task(script_args)
-    except DataError as e:
-        fail(e)
+    train_pairs, held_out = load_preference(script_args.preference_file, script_args.eval_pairs)
+    data = load_task(script_args)
     train_dataset, eval_dataset = preference_dataset(train_pairs), preference_dataset(held_out)
     if method == "kto":  # KTO wants single answers marked good (label True) or bad: each pair gives one of each
         train_dataset, eval_dataset = unpair_preference_dataset(train_dataset), unpair_preference_dataset(eval_dataset)
     print(f"data: {len(train_dataset)} training rows ({method}), {len(eval_dataset)} held out; {data.describe()}")
 
     # ---- 4. Evaluate the starting model ---------------------------------------------------------------------
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
 
     # ---- 5. Train ---------------------------------------------------------------------------------------------
     trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                             processing_class=tokenizer, peft_config=get_peft_config(model_args))
-    model = trainer.model
-    parameters = count_parameters(model)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
     preference_eval = trainer.evaluate()  # implicit-reward accuracy and margin on the held-out pairs
     print("held-out pairs: " + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in preference_eval.items()
                                           if k.startswith("eval_rewards/") or k == "eval_loss"))
 
     # ---- 6. Evaluate, report, save ----------------------------------------------------------------------------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
-    summarize(training_args.output_dir, f"03_rlhf {method}" + (" (LoRA)" if model_args.use_peft else ""), before,
-              after, train_seconds=train_seconds, parameters=parameters, log_history=trainer.state.log_history,
-              eval_sets=data.eval_sets, questions=data.questions,
-              answers={"before": before_answers, "after": after_answers},
+    after = score_task("after", trainer.model, tokenizer, data, script_args, training_args)
+    summarize(f"03_rlhf {method}" + (" (LoRA)" if model_args.use_peft else ""), trainer, result, data, before, after,
               extra={"method": method, "beta": training_args.beta,
                      "loss_type": getattr(training_args, "loss_type", None), "preference_eval": preference_eval})
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(training_args.output_dir)  # the whole policy, or only the adapter with --use_peft
     print(f"saved model to {training_args.output_dir}")
 
 

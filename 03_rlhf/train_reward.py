@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 try:  # a learner who runs the script outside .venv gets one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
@@ -49,6 +48,22 @@ def pair_rewards(trainer, dataset):
     return rewards
 
 
+def show_examples(held_out: list[dict], rewards: list[tuple[float, float]]) -> list[dict]:
+    """Print one held-out pair of an easy, a subtle and a needs-reading kind of mistake with the scores of its
+    answers; return them for metrics.json."""
+    examples = []
+    for kind in ("prose", "wrong_type", "hallucinated_value"):  # one easy, one subtle, one that needs reading
+        i = next((i for i, p in enumerate(held_out) if p["error"] == kind), None)
+        if i is None:
+            continue
+        chosen, rejected = rewards[i]
+        examples.append({"error": kind, "chosen": held_out[i]["chosen"][0]["content"], "chosen_reward": chosen,
+                         "rejected": held_out[i]["rejected"][0]["content"], "rejected_reward": rejected})
+        print(f"\n[{kind}] margin {chosen - rejected:+.2f}\n  chosen   {chosen:+6.2f}  {examples[-1]['chosen'][:90]!r}"
+              f"\n  rejected {rejected:+6.2f}  {examples[-1]['rejected'][:90]!r}")
+    return examples
+
+
 def main():
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -59,10 +74,11 @@ def main():
 
     from trl import RewardTrainer, get_peft_config
 
-    from ftlab.data import DataError, load_preference, preference_dataset
+    from ftlab.data import load_preference, preference_dataset
     from ftlab.metrics import accuracy_by_kind
-    from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, run_facts, save_metrics, timed_train
+    from ftlab.models import load_causal_lm
+    from ftlab.report import run_facts, save_metrics
+    from ftlab.resources import count_parameters, measure_training
 
     prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
                        resume=script_args.resume)
@@ -70,18 +86,12 @@ def main():
 
     # ---- 2. Model: the language model's body with a one-number head -------------------------------------
     # Starting from the SFT model (InstructGPT did) gives a body that already reads our prompts and answers.
-    try:
-        model, tokenizer = load_causal_lm(model_args, training_args.device,
-                                          auto_class=AutoModelForSequenceClassification, num_labels=1)
-    except ModelNotFound as e:
-        fail(e)
+    model, tokenizer = load_causal_lm(model_args, training_args.device,
+                                      auto_class=AutoModelForSequenceClassification, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not padding
 
     # ---- 3. Data: (prompt, chosen, rejected); the last pairs held out, 10 of each kind of mistake --------
-    try:
-        train_pairs, held_out = load_preference(script_args.preference_file, script_args.eval_pairs)
-    except DataError as e:
-        fail(e)
+    train_pairs, held_out = load_preference(script_args.preference_file, script_args.eval_pairs)
     train_dataset, eval_dataset = preference_dataset(train_pairs), preference_dataset(held_out)
     print(f"data: {len(train_pairs)} training pairs, {len(held_out)} held out")
 
@@ -91,13 +101,12 @@ def main():
         fail(f"--max_length {training_args.max_length} drops held-out pairs: raise it")
 
     # ---- 4. Before: a random head ranks pairs by chance ---------------------------------------------------
-    before_rewards = pair_rewards(trainer, trainer.eval_dataset)
-    before = accuracy_by_kind(held_out, before_rewards)
+    before = accuracy_by_kind(held_out, pair_rewards(trainer, trainer.eval_dataset))
     print(f"before: pairwise accuracy {before['all']:.0%} on {len(held_out)} held-out pairs")
 
     # ---- 5. Train -------------------------------------------------------------------------------------
-    parameters = count_parameters(trainer.model)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
     # ---- 6. After: accuracy per kind of mistake, a few pairs with their scores, save ----------------------
     after_rewards = pair_rewards(trainer, trainer.eval_dataset)
@@ -105,20 +114,11 @@ def main():
     print("\n== 03_rlhf reward model: held-out pairs where chosen scores above rejected ==")
     for kind in after:
         print(f"  {kind:<20} {before[kind]:>6.0%} -> {after[kind]:>4.0%}")
-    examples = []
-    for kind in ("prose", "wrong_type", "hallucinated_value"):  # one easy, one subtle, one that needs reading
-        i = next((i for i, p in enumerate(held_out) if p["error"] == kind), None)
-        if i is None:
-            continue
-        chosen, rejected = after_rewards[i]
-        examples.append({"error": kind, "chosen": held_out[i]["chosen"][0]["content"], "chosen_reward": chosen,
-                         "rejected": held_out[i]["rejected"][0]["content"], "rejected_reward": rejected})
-        print(f"\n[{kind}] margin {chosen - rejected:+.2f}\n  chosen   {chosen:+6.2f}  {examples[-1]['chosen'][:90]!r}"
-              f"\n  rejected {rejected:+6.2f}  {examples[-1]['rejected'][:90]!r}")
-    facts = run_facts(train_seconds, parameters, trainer.state.log_history)
+    examples = show_examples(held_out, after_rewards)
+    history = trainer.state.log_history
+    facts = run_facts(result.metrics["train_runtime"], count_parameters(trainer.model), history)
     save_metrics(training_args.output_dir, {"technique": "03_rlhf reward model", "pairwise_accuracy_before": before,
-                                            "pairwise_accuracy_after": after, "examples": examples, **facts},
-                 trainer.state.log_history)
+                                            "pairwise_accuracy_after": after, "examples": examples, **facts}, history)
     trainer.save_model(training_args.output_dir)  # model + tokenizer: train_rl.py loads this folder
     print(f"saved reward model to {training_args.output_dir}")
 

@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 try:  # a learner who runs the script outside .venv gets one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, peek, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
-REWARDS = ("model", "json", "model+json")
+METHODS = ("grpo", "rloo")
 
 
 @dataclass
@@ -44,33 +43,18 @@ class ScriptArguments(TaskArguments):
     prompts_file: str | None = field(default=None, metadata={"help": "RL prompts JSONL; default data/rl_prompts.jsonl"})
 
 
-def main():
-    import torch
-    from datasets import Dataset
-    from trl import ModelConfig
+REWARDS = ("model", "json", "model+json")
 
-    # ---- 1. Config: the method picks the config class; then dataclasses <- rl.yaml <- flags ---------------
-    method = peek("method", "grpo")
-    if method not in ("grpo", "rloo"):
-        fail(f"--method {method!r}: must be grpo or rloo")
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    config_class, trainer_class = (GRPOConfig, GRPOTrainer) if method == "grpo" else (RLOOConfig, RLOOTrainer)
-    script_args, training_args, model_args = parse_config(ScriptArguments, config_class, ModelConfig)
-
+def reward_functions(script_args, training_args) -> list:
+    """What scores each sampled answer, as TRL takes it: the reward model's folder (TRL loads it as
+    AutoModelForSequenceClassification, with its tokenizer), the verifiable reward's function, or both."""
     from pathlib import Path
 
     from transformers import AutoConfig
-    from trl import get_peft_config
 
-    from ftlab.data import DATA_DIR, DataError, load_task, read_jsonl
-    from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, save_curves, summarize, timed_train
     from ftlab.rewards import verifiable_reward
-    from ftlab.trl_cpu import install
 
-    install()  # TRL's GRPO/RLOO log-probabilities, on a CPU or a Mac too (ftlab/trl_cpu.py)
     if script_args.rewards not in REWARDS:
         fail(f"--rewards {script_args.rewards!r}: must be one of {', '.join(REWARDS)}")
     chosen, reward_funcs = script_args.rewards.split("+"), []
@@ -80,56 +64,80 @@ def main():
             fail(f"--reward_model {rm}: no model there; run 03_rlhf/train_reward.py first, or use --rewards json")
         if getattr(AutoConfig.from_pretrained(rm), "num_labels", None) != 1:
             fail(f"--reward_model {rm}: not a reward model (it needs one output, num_labels=1)")
-        reward_funcs.append(str(rm))  # TRL loads it as AutoModelForSequenceClassification, with its tokenizer
+        reward_funcs.append(str(rm))
     if "json" in chosen:
         reward_funcs.append(verifiable_reward)
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(reward_funcs):
         fail(f"--reward_weights has {len(training_args.reward_weights)} values for {len(reward_funcs)} rewards")
-    prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
-                       resume=script_args.resume)
+    return reward_funcs
+
+
+def save_reward_curve(log_history: list[dict], rewards: dict[str, str], path) -> None:
+    """reward_curve.png: the mean rewards, the KL to the reference and the completion length, per step."""
+    from ftlab.report import save_curves
+
+    save_curves(log_history, path, {"mean reward": rewards, "KL to the reference": {"kl": "kl"},
+                                    "completion tokens": {"completions/mean_length": "mean length"}})
+    print(f"                {path}")
+
+
+def main():
+    import torch
+    from datasets import Dataset
+    from trl import ModelConfig
+
+    # ---- 1. Config: the method picks the config class; then dataclasses <- rl.yaml <- flags ---------------
+    method = peek("method", "grpo")
+    if method not in METHODS:
+        fail(f"--method {method!r}: must be grpo or rloo")
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_class, trainer_class = (GRPOConfig, GRPOTrainer) if method == "grpo" else (RLOOConfig, RLOOTrainer)
+    script_args, training_args, model_args = parse_config(ScriptArguments, config_class, ModelConfig)
+
+    from trl import get_peft_config
+
+    from ftlab.data import DATA_DIR, load_task, read_jsonl
+    from ftlab.evaluation import score_task
+    from ftlab.models import load_causal_lm
+    from ftlab.report import summarize
+    from ftlab.resources import measure_training
+    from ftlab.trl_cpu import install
+
+    install()  # TRL's GRPO/RLOO log-probabilities, on a CPU or a Mac too (ftlab/trl_cpu.py)
+    reward_funcs = reward_functions(script_args, training_args)  # --rewards: model, json, or model+json
+    out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
+                             resume=script_args.resume)
     torch.manual_seed(training_args.seed)
 
     # ---- 2. Model: the policy (with beta > 0, TRL keeps a frozen copy as the KL reference) --------------------
-    try:
-        model, tokenizer = load_causal_lm(model_args, training_args.device)
-    except ModelNotFound as e:
-        fail(e)
+    model, tokenizer = load_causal_lm(model_args, training_args.device)
     tokenizer.padding_side = "left"  # generation appends to the right: prompts end at the same position
 
     # ---- 3. Data: prompts with their gold JSON (the verifiable reward reads the `answer` column) ---------------
-    try:
-        prompts = read_jsonl(script_args.prompts_file or DATA_DIR / "rl_prompts.jsonl", "rl")
-        data = load_task(script_args)
-    except DataError as e:
-        fail(e)
-    train_dataset = Dataset.from_list(prompts)
+    prompts = read_jsonl(script_args.prompts_file or DATA_DIR / "rl_prompts.jsonl", "rl")
+    data = load_task(script_args)
     print(f"data: {len(prompts)} prompts, {training_args.num_generations} answers sampled per prompt; "
           f"rewards: {script_args.rewards}; {data.describe()}")
 
     # ---- 4. Evaluate the starting model ------------------------------------------------------------------------
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
 
     # ---- 5. Train: sample, score, compare within the group, update ------------------------------------------
-    trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=training_args, train_dataset=train_dataset,
-                            processing_class=tokenizer, peft_config=get_peft_config(model_args))
-    model = trainer.model
-    parameters = count_parameters(model)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=training_args,
+                            train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
+                            peft_config=get_peft_config(model_args))
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
-    # ---- 6. Evaluate, report, save -------------------------------------------------------------------------------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
+    # ---- 6. Evaluate, report (reward, KL and length per step: is the policy gaming the reward?), save ----------
+    after = score_task("after", trainer.model, tokenizer, data, script_args, training_args)
     history = trainer.state.log_history
     rewards = {"reward": "total", **{f"rewards/{name}/mean": name for name in trainer.reward_func_names}}
-    out = Path(training_args.output_dir)
     per_step = {key: [h[key] for h in history if key in h] for key in [*rewards, "kl", "completions/mean_length"]}
-    summarize(str(out), f"03_rlhf {method} ({script_args.rewards})", before, after, train_seconds=train_seconds,
-              parameters=parameters, log_history=history, eval_sets=data.eval_sets, questions=data.questions,
-              answers={"before": before_answers, "after": after_answers},
+    summarize(f"03_rlhf {method} ({script_args.rewards})", trainer, result, data, before, after,
               extra={"method": method, "rewards": script_args.rewards, "beta": training_args.beta, "per_step": per_step})
-    save_curves(history, out / "reward_curve.png", {"mean reward": rewards, "KL to the reference": {"kl": "kl"},
-                                                     "completion tokens": {"completions/mean_length": "mean length"}})
-    print(f"                {out / 'reward_curve.png'}")
+    save_reward_curve(history, rewards, out / "reward_curve.png")
     trainer.save_model(str(out))
     print(f"saved model to {out}")
 

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
@@ -54,9 +53,9 @@ def main():
 
     from trl import get_peft_config
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
+    from ftlab.models import load_causal_lm
     from ftlab.moe import (
         expert_load,
         experts_follow_autocast,
@@ -65,7 +64,8 @@ def main():
         total_and_active_parameters,
         upcycle,
     )
-    from ftlab.report import count_parameters, summarize, timed_train
+    from ftlab.report import summarize
+    from ftlab.resources import measure_training
     from ftlab.trl_cpu import SFTTrainer
 
     out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
@@ -73,11 +73,8 @@ def main():
     torch.manual_seed(training_args.seed)
 
     # ---- 2. The MoE: upcycled from the dense model, or loaded as it is ----------------------------------
-    try:
-        model, tokenizer = load_causal_lm(model_args, "cpu" if script_args.upcycle else training_args.device)
-        data = load_task(script_args)
-    except (ModelNotFound, DataError) as e:
-        fail(e)
+    model, tokenizer = load_causal_lm(model_args, "cpu" if script_args.upcycle else training_args.device)
+    data = load_task(script_args)
     extra = {}
     if script_args.upcycle:
         dense = model
@@ -109,24 +106,23 @@ def main():
 
     # ---- 3. Data, the score before training, and where the router sends tokens before training ---------
     print(data.describe())
-    train_dataset, eval_dataset = data.sft_datasets()
+    train_dataset, eval_dataset = data.sft_datasets(eval_loss=training_args.eval_strategy != "no")
     load_texts = [tokenizer.apply_chat_template(ex["messages"], tokenize=False)
                   for ex in data.eval_sets["synthetic"][: script_args.load_samples]]
     loads = {"before": expert_load(model, tokenizer, load_texts)}
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
 
     # ---- 4. Train (TRL adds router_aux_loss_coef x the load-balancing loss, and logs it as aux_loss) ------
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+                         eval_dataset=eval_dataset,
                          processing_class=tokenizer, peft_config=get_peft_config(model_args))
-    model = trainer.model
-    parameters = count_parameters(model)
+    model = trainer.model  # with --use_peft, the PEFT model around the MoE
     print(f"router_aux_loss_coef: {trainer.router_aux_loss_coef} (aux loss {'on' if trainer.aux_loss_enabled else 'off'})")
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
     # ---- 5. Evaluate, router statistics after, report, save -------------------------------------------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
+    after = score_task("after", model, tokenizer, data, script_args, training_args)
     loads["after"] = expert_load(model, tokenizer, load_texts)
     print_loads(loads)
     plot_expert_load(loads, out / "expert_load.png")
@@ -135,11 +131,7 @@ def main():
                  router_aux_loss_coef=trainer.router_aux_loss_coef,
                  aux_losses=[h["aux_loss"] for h in trainer.state.log_history if "aux_loss" in h],
                  expert_load={k: [[round(x, 4) for x in row] for row in v.tolist()] for k, v in loads.items()})
-    summarize(out, "04_moe" + (" (LoRA)" if model_args.use_peft else ""), before, after,
-              train_seconds=train_seconds, parameters=parameters, log_history=trainer.state.log_history,
-              eval_sets=data.eval_sets, questions=data.questions,
-              answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else trainer.tokens_seen, extra=extra)
+    summarize("04_moe" + (" (LoRA)" if model_args.use_peft else ""), trainer, result, data, before, after, extra=extra)
     trainer.save_model(out)
     print(f"saved model to {out} (reload: AutoModelForCausalLM.from_pretrained('{out}')); expert_load.png")
 

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")
 
@@ -70,10 +69,11 @@ def main():
 
     from peft import get_peft_model
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
-    from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
+    from ftlab.models import load_causal_lm, save_adapter
+    from ftlab.report import summarize
+    from ftlab.resources import count_parameters, folder_megabytes, measure_training
     from ftlab.trl_cpu import SFTTrainer
 
     out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir,
@@ -81,11 +81,8 @@ def main():
     torch.manual_seed(training_args.seed)  # the adapters' random init
 
     # ---- 2. Model, then the adapter around it ------------------------------------------------------------
-    try:
-        model, tokenizer = load_causal_lm(model_args, training_args.device)
-        data = load_task(script_args)
-    except (ModelNotFound, DataError) as e:
-        fail(e)
+    model, tokenizer = load_causal_lm(model_args, training_args.device)
+    data = load_task(script_args)
     peft_config = build_peft_config(script_args, model_args)
     model = get_peft_model(model, peft_config)  # freezes the base; only the adapter's tensors train
     trainable, total = count_parameters(model)
@@ -102,33 +99,31 @@ def main():
 
     # ---- 3. Data, and the score before training (the adapter starts as a no-op: this is the base model) ---
     print(data.describe())
-    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
+    # prompt/completion pairs: the loss on the answer only (no eval set without eval_strategy: no eval loss)
+    train_dataset, eval_dataset = data.sft_datasets(eval_loss=training_args.eval_strategy != "no")
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
 
     # ---- 4. Train ------------------------------------------------------------------------------------------
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+                         eval_dataset=eval_dataset,
                          processing_class=tokenizer)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
     # ---- 5. Evaluate, then save the adapter alone and the merged model ---------------------------------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
-    model.save_pretrained(out, path_initial_model_for_weight_conversion=initial)  # adapter_model.safetensors
-    tokenizer.save_pretrained(out)
-    adapter_mb = folder_megabytes(out, "adapter_model.*")
+    after = score_task("after", model, tokenizer, data, script_args, training_args)
+    adapter_mb = save_adapter(model, tokenizer, out, path_initial_model_for_weight_conversion=initial)
     print(f"adapter: {adapter_mb:.1f} MB in {out} (load it onto the base with PeftModel.from_pretrained)")
     if script_args.save_merged and script_args.peft_method == "lora":
         merged = model.merge_and_unload()  # W + B @ A * alpha / r, adapter layers removed: a plain model again
         merged.save_pretrained(out / "merged")
         tokenizer.save_pretrained(out / "merged")
         print(f"merged model: {folder_megabytes(out / 'merged', '*.safetensors'):.0f} MB in {out / 'merged'}")
-    summarize(out, f"05_peft_lora ({script_args.peft_method})", before, after, train_seconds=train_seconds,
-              parameters=(trainable, total), log_history=trainer.state.log_history, eval_sets=data.eval_sets,
-              questions=data.questions, answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else trainer.tokens_seen,
-              extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2), "peft_method":
-                     script_args.peft_method, "lora_r": model_args.lora_r if script_args.peft_method == "lora" else None})
+    lora_r = model_args.lora_r if script_args.peft_method == "lora" else None
+    summarize(f"05_peft_lora ({script_args.peft_method})", trainer, result, data, before, after,
+              parameters=(trainable, total),  # counted before merging: merge_and_unload removes the adapter layers
+              extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2),
+                     "peft_method": script_args.peft_method, "lora_r": lora_r})
 
 
 if __name__ == "__main__":

@@ -10,21 +10,22 @@ transformers + PEFT on the CPU (it says so when imported), so this script also r
 Unsloth must be imported before transformers and TRL, so that its patches are in place when they load.
 It is installed on Linux only (it needs Triton); elsewhere this script says so in one line.
 
-The same script trains QLoRA when the config says `load_in_4bit: true` (06_qlora/train_unsloth.py runs it
-with 06's config): Unsloth then loads the base through bitsandbytes in NF4, as 06_qlora/train.py does.
+The same script trains QLoRA when the config says `load_in_4bit: true`, as 06_qlora/config.yaml does: Unsloth
+then loads the base through bitsandbytes in NF4, as 06_qlora/train.py does, and the run reports itself as
+"06_qlora (Unsloth QLoRA)". That second command is 06_qlora's Unsloth variant (06_qlora/README.md, Unsloth).
 
     python 05_peft_lora/train_unsloth.py --config 05_peft_lora/config.yaml --output_dir runs/05_unsloth
+    python 05_peft_lora/train_unsloth.py --config 06_qlora/config.yaml --output_dir runs/06_unsloth   # QLoRA
 """
 
 import sys
 from dataclasses import dataclass, field
 
-try:
+try:  # outside .venv: one line, not a traceback
     from ftlab.platforms import missing
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
@@ -57,10 +58,11 @@ def main():
     if script_args.peft_method != "lora" or script_args.init_lora_weights.lower() != "true" or model_args.use_dora:
         fail("train_unsloth.py trains plain LoRA: soft prompts, PiSSA/OLoRA and DoRA are in train.py")
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, merge_saved_adapter, resolve_model
-    from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
+    from ftlab.models import merge_saved_adapter, resolve_model, save_adapter
+    from ftlab.report import summarize
+    from ftlab.resources import count_parameters, measure_training
 
     four_bit_on_cpu = model_args.load_in_4bit and training_args.device.type == "cpu"
     if four_bit_on_cpu and training_args.eval_strategy != "no":
@@ -72,11 +74,8 @@ def main():
         training_args.optim = OptimizerNames(script_args.gpu_optim)
 
     # ---- 2. The model, Unsloth's way (in NF4 when load_in_4bit: QLoRA), scored before any adapter ----------
-    try:
-        path = resolve_model(model_args.model_name_or_path)
-        data = load_task(script_args)
-    except (ModelNotFound, DataError) as e:
-        fail(e)
+    path = resolve_model(model_args.model_name_or_path)
+    data = load_task(script_args)
 
     def load():
         return FastLanguageModel.from_pretrained(
@@ -85,9 +84,8 @@ def main():
 
     model, tokenizer = load()
     print(data.describe())
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
-    if four_bit_on_cpu and script_args.eval_before:  # the 4-bit eval-mode trap (06_qlora/train.py, step 3)
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
+    if four_bit_on_cpu and before is not None:  # the 4-bit eval-mode trap (06_qlora/train.py, step 3)
         del model
         model, tokenizer = load()
 
@@ -106,17 +104,17 @@ def main():
           f"optimizer: {training_args.optim.value}")
 
     # ---- 4. Train with TRL's own SFTTrainer (Unsloth has patched what it needs) -----------------------------
-    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
+    # prompt/completion pairs: the loss on the answer only (no eval set without eval_strategy: no eval loss)
+    train_dataset, eval_dataset = data.sft_datasets(eval_loss=training_args.eval_strategy != "no")
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+                         eval_dataset=eval_dataset,
                          processing_class=tokenizer)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
     # ---- 5. Evaluate and save: the adapter, and (Unsloth's helper) the merged model ---------------------------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    adapter_mb = folder_megabytes(out, "adapter_model.*")
+    after = score_task("after", model, tokenizer, data, script_args, training_args)
+    adapter_mb = save_adapter(model, tokenizer, out)
     if script_args.save_merged and four_bit_on_cpu:
         # Unsloth's CPU fallback cannot merge into a 4-bit model ("not supported on CPU yet"): do what
         # 06_qlora/train.py does, and merge the saved adapter into a 16-bit reload of the base with PEFT.
@@ -124,11 +122,9 @@ def main():
     elif script_args.save_merged:
         # merged_16bit: on a 4-bit base Unsloth merges into 16-bit weights, not into the rounded 4-bit ones
         model.save_pretrained_merged(str(out / "merged"), tokenizer, save_method="merged_16bit")
-    folder = "06_qlora (Unsloth QLoRA)" if model_args.load_in_4bit else "05_peft_lora (Unsloth LoRA)"
-    summarize(out, folder, before, after, train_seconds=train_seconds,
-              parameters=(trainable, total), log_history=trainer.state.log_history, eval_sets=data.eval_sets,
-              questions=data.questions, answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else logged_tokens(trainer.state.log_history),
+    # 06's config (load_in_4bit: true) reports as 06's lesson, the way 06_qlora/README.md runs it
+    technique = "06_qlora (Unsloth QLoRA)" if model_args.load_in_4bit else "05_peft_lora (Unsloth LoRA)"
+    summarize(technique, trainer, result, data, before, after, tokens_seen=logged_tokens(trainer.state.log_history),
               extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2), "lora_r": model_args.lora_r,
                      "peft_method": f"{method} (unsloth)", "optimizer": training_args.optim.value})
 

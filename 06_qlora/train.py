@@ -22,16 +22,15 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
 class ScriptArguments(TaskArguments):
+    save_merged: bool = field(default=True, metadata={"help": "also save the adapter merged into a 16-bit base"})
     gpu_optim: str = field(default="paged_adamw_8bit", metadata={
         "help": "optimizer on a CUDA GPU (paged 8-bit AdamW: 8-bit moments, paged out to CPU memory under "
                 "pressure); on a CPU `optim` is used, as bitsandbytes' paged optimizers need CUDA"})
-    save_merged: bool = field(default=True, metadata={"help": "also save the adapter merged into a 16-bit base"})
 
 
 def main():
@@ -44,14 +43,15 @@ def main():
         fail("06_qlora trains LoRA on a 4-bit base: use_peft and load_in_4bit must be true (16-bit LoRA is 05)")
 
     from peft import get_peft_model
-    from transformers import BitsAndBytesConfig
     from transformers.training_args import OptimizerNames
     from trl import get_peft_config
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm, merge_saved_adapter
-    from ftlab.report import count_parameters, folder_megabytes, summarize, timed_train
+    from ftlab.models import load_causal_lm, merge_saved_adapter, save_adapter
+    from ftlab.quantization import nf4_config
+    from ftlab.report import summarize
+    from ftlab.resources import count_parameters, measure_training
     from ftlab.trl_cpu import SFTTrainer
 
     if training_args.device.type == "cpu" and training_args.eval_strategy != "no":
@@ -67,20 +67,16 @@ def main():
 
     # ---- 2. The base in 4-bit, and what that saves -----------------------------------------------------------
     compute = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,  # nf4 (or fp4)
-        bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,  # 8-bit block scales: ~0.37 bits/weight less
-        bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=getattr(torch, model_args.bnb_4bit_quant_storage))
+    quantization = nf4_config(compute, quant_type=model_args.bnb_4bit_quant_type,  # nf4 (or fp4)
+                              double_quant=model_args.use_bnb_nested_quant,  # 8-bit block scales: ~0.37 bits/weight less
+                              storage=model_args.bnb_4bit_quant_storage)
 
     def load_4bit():
         return load_causal_lm(model_args, quantization_config=quantization, device_map={"": device})
 
-    try:
-        model, tokenizer = load_4bit()
-        data = load_task(script_args)
-        full, _ = load_causal_lm(model_args)  # the same weights unquantized, to measure what 4-bit saved
-    except (ModelNotFound, DataError) as e:
-        fail(e)
+    model, tokenizer = load_4bit()
+    data = load_task(script_args)
+    full, _ = load_causal_lm(model_args)  # the same weights unquantized, to measure what 4-bit saved
     memory = base_memory(model, full)
     del full
     print(f"base weights: {memory['base_4bit_mb']:.0f} MB in 4-bit vs {memory['base_16bit_mb']:.0f} MB in 16-bit "
@@ -91,9 +87,10 @@ def main():
     # first time a layer runs in eval mode, and that format passes no gradient back: LoRA layers below it
     # would silently never train. So the scored model is thrown away and training gets a fresh one.
     print(data.describe())
-    before, before_answers = (score_task("before", model, tokenizer, data, script_args, training_args)
-                              if script_args.eval_before else (None, None))
-    if script_args.eval_before and device.type == "cpu":
+    # prompt/completion pairs: the loss on the answer only (no eval set without eval_strategy: no eval loss)
+    train_dataset, eval_dataset = data.sft_datasets(eval_loss=training_args.eval_strategy != "no")
+    before = score_task("before", model, tokenizer, data, script_args, training_args)  # None: --eval_before false
+    if before is not None and device.type == "cpu":
         del model
         model, tokenizer = load_4bit()
 
@@ -108,25 +105,20 @@ def main():
     print(f"qlora: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
 
     # ---- 5. Train ------------------------------------------------------------------------------------------
-    train_dataset, eval_dataset = data.sft_datasets()  # prompt/completion pairs: loss on the answer only
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+                         eval_dataset=eval_dataset,
                          processing_class=tokenizer)
-    train_seconds = timed_train(trainer, resume=script_args.resume)
+    measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
-    # ---- 6. Score after, save the adapter, and merge it into a 16-bit base (not into the 4-bit one) ----------
-    after, after_answers = score_task("after", model, tokenizer, data, script_args, training_args)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    adapter_mb = folder_megabytes(out, "adapter_model.*")
+    # ---- 6. Save the adapter (first: scoring takes minutes on a CPU), score it, and merge it into a 16-bit base
+    adapter_mb = save_adapter(model, tokenizer, out)  # the LoRA tensors alone: the 4-bit base is not saved
+    after = score_task("after", model, tokenizer, data, script_args, training_args)
     if script_args.save_merged:
         print(f"merged into a {model_args.dtype} base: {merge_saved_adapter(model_args, out, tokenizer)}")
-    summarize(out, "06_qlora", before, after, train_seconds=train_seconds, parameters=(trainable, total),
-              log_history=trainer.state.log_history, eval_sets=data.eval_sets, questions=data.questions,
-              answers={"before": before_answers, "after": after_answers},
-              tokens_seen=None if script_args.resume else trainer.tokens_seen,
-              extra={"bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2), "optimizer": training_args.optim.value,
-                     **{k: v for k, v in memory.items() if k.endswith("_mb")}})
+    saved = {k: v for k, v in memory.items() if k.endswith("_mb")}  # what 4-bit saved, into metrics.json
+    summarize("06_qlora", trainer, result, data, before, after, extra={
+        "bf16": training_args.bf16, "adapter_mb": round(adapter_mb, 2), "optimizer": training_args.optim.value, **saved})
 
 
 def base_memory(quantized, full) -> dict:

@@ -36,12 +36,12 @@ under its bf16 (or, on a T4, fp16) autocast as the training lessons score, else 
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 # The names the recipes use for the three inputs; --model_a/--model_b/--base_model replace them.
 RUN_A, RUN_B, BASE = "runs/07_a_extract", "runs/07_b_describe", "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -74,22 +74,19 @@ class MergeArguments:
 def read_recipe(path: str, replace: dict) -> dict:
     """A mergekit YAML as a dict, each input named by the recipe replaced (--model_a...) and resolved to a local
     folder (the base model: its embedded copy offline). A missing run folder stops with the command that makes it."""
-    from ftlab.models import ModelNotFound, resolve_model
-    from ftlab.startup import ConfigError, read_yaml_mapping
+    from ftlab.models import resolve_model
+    from ftlab.startup import read_yaml_mapping
 
-    try:
-        recipe = read_yaml_mapping(path)
-    except ConfigError as e:
-        fail(str(e))
+    recipe = read_yaml_mapping(path)
     if recipe.get("merge_method") not in (*KNOB, "passthrough"):
         fail(f"{path}: merge_method must be one of {[*KNOB, 'passthrough']}, got {recipe.get('merge_method')!r}")
 
     def resolve(ref: str) -> str:
         ref = replace.get(ref) or ref
-        try:
-            return resolve_model(ref)
-        except ModelNotFound:
+        local = ref in TRAIN or ref.startswith((".", "/", "~")) or ref.count("/") != 1  # not a hub name
+        if local and not Path(ref).expanduser().is_dir():
             fail(f"{path}: model {ref!r} not found" + (f"; train it first: {TRAIN[ref]}" if ref in TRAIN else ""))
+        return resolve_model(ref)
 
     if "base_model" in recipe:
         recipe["base_model"] = resolve(recipe["base_model"])
@@ -125,6 +122,25 @@ def knob_value(config: dict, knob: str | None) -> float | None:
     return params.get(knob, 1.0 if knob == "lambda" else None)
 
 
+def configure(recipe: dict, args, value: float | None) -> dict:
+    """The recipe with --t/--density/--scale set where its method takes them, and the sweep's value (if any) on
+    its own knob."""
+    method = recipe["merge_method"]
+    overrides = {"t": args.t, "density": args.density, "lambda": args.scale}
+    if value is not None:
+        overrides[KNOB[method]] = value
+    for name, given in overrides.items():
+        if given is not None and method in APPLIES[name]:
+            recipe = set_knob(recipe, name, given)
+    return recipe
+
+
+def input_folders(recipe: dict, replace: dict) -> dict[str, str]:
+    """The base, A and B of a (resolved) recipe: the reference rows of the table (--score_inputs)."""
+    names = [m["model"] for m in recipe.get("models", [])] or [s["sources"][0]["model"] for s in recipe["slices"]]
+    return {"base": resolve_base(replace), "A (extract)": names[0], "B (describe)": names[-1]}
+
+
 def resolve_base(replace: dict) -> str:
     from ftlab.models import resolve_model
 
@@ -135,7 +151,6 @@ def own_scores(rows: list[dict], args, eval_sets) -> tuple[float | None, float |
     """What A scores on extraction and B on describing: from the input rows if scored here, else from the runs'
     own metrics.json (02_sft scores the same first N eval examples), else None (no "keeps %" column)."""
     import json
-    from pathlib import Path
 
     inputs = {r["model"]: r["scores"] for r in rows if r.get("role") == "input"}
     if inputs:
@@ -150,14 +165,11 @@ def own_scores(rows: list[dict], args, eval_sets) -> tuple[float | None, float |
 
 
 def main():
-    import json
     import shutil
     import time
-    from pathlib import Path
 
     args = parse_config(MergeArguments)[0]
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
-    out.mkdir(parents=True, exist_ok=True)
     sweep = [float(v) for v in args.sweep.split(",")] if args.sweep else [None]
 
     import torch
@@ -166,10 +178,10 @@ def main():
     from mergekit.options import MergeOptions
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftlab.data import two_task_eval_sets
-    from ftlab.evaluation import score_both_tasks
+    from ftlab.merge_experiments import merge_table, plot_sweep, score_both_tasks, two_task_eval_sets
     from ftlab.platforms import choose_to_run
-    from ftlab.report import count_parameters, merge_table, plot_sweep
+    from ftlab.report import write_results
+    from ftlab.resources import count_parameters
 
     # ---- 0. Where it runs: the merges on the CPU, the scoring on the best device (ftlab/platforms.py) -------
     choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
@@ -192,22 +204,14 @@ def main():
     # ---- 2. What merging starts from: the base, A and B, each on both tasks (--score_inputs) -------------
     rows = []
     if args.score_inputs:
-        first = next(iter(recipes.values()))
-        names = [m["model"] for m in first.get("models", [])] or [s["sources"][0]["model"] for s in first["slices"]]
-        inputs = {"base": resolve_base(replace), "A (extract)": names[0], "B (describe)": names[-1]}
+        inputs = input_folders(next(iter(recipes.values())), replace)
         rows += [score(label, folder, role="input") for label, folder in inputs.items()]
 
     # ---- 3. Merge (mergekit) and score, for each recipe and each value of its knob ---------------------
     for stem, recipe in recipes.items():
         method, knob = recipe["merge_method"], KNOB.get(recipe["merge_method"])
         for value in sweep if knob else [None]:
-            overrides = {"t": args.t, "density": args.density, "lambda": args.scale}
-            if value is not None:
-                overrides[knob] = value
-            config = recipe
-            for name, given in overrides.items():
-                if given is not None and method in APPLIES[name]:
-                    config = set_knob(config, name, given)
+            config = configure(recipe, args, value)
             used = knob_value(config, knob)
             label = stem + (f" {knob}={used:g}" if used is not None else "")
             folder = out / (stem + (f"_{knob}{value:g}" if value is not None else ""))
@@ -226,12 +230,10 @@ def main():
     a_own, b_own = own_scores(rows, args, eval_sets)
     table = merge_table(rows, a_own, b_own)
     print("\n" + table)
-    results = {"rows": rows, "a_own": a_own, "b_own": b_own, "eval_samples": args.eval_samples}
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
     plotted = args.sweep and plot_sweep(rows, out / "score_vs_knob.png", a_own, b_own)
-    print(f"wrote {out / 'results.json'}, results.md" + (", score_vs_knob.png" if plotted else "")
-          + ("" if args.sweep else f"; the merged model{'s' if len(recipes) > 1 else ''} in {out}/<recipe name>/"))
+    kept = "" if args.sweep else f"the merged model{'s' if len(recipes) > 1 else ''} in {out}/<recipe name>/"
+    write_results(out, {"rows": rows, "a_own": a_own, "b_own": b_own, "eval_samples": args.eval_samples}, table,
+                  also="score_vs_knob.png" if plotted else kept)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 COMBINATIONS = ("cat", "linear", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
                 "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
@@ -77,23 +76,21 @@ def check(args) -> None:
 
 
 def main():
-    import json
     import time
 
     args = parse_config(AdapterArguments)[0]
     check(args)
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
-    out.mkdir(parents=True, exist_ok=True)
 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftlab.data import two_task_eval_sets
-    from ftlab.evaluation import score_both_tasks
+    from ftlab.merge_experiments import merge_table, score_both_tasks, two_task_eval_sets
     from ftlab.models import resolve_model
     from ftlab.platforms import choose_to_run
-    from ftlab.report import count_parameters, merge_table
+    from ftlab.report import write_results
+    from ftlab.resources import count_parameters
 
     # ---- 0. Where it runs: the best device there is (ftlab/platforms.py), said in the first line -------------
     choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
@@ -143,9 +140,7 @@ def main():
     table = merge_table(rows, a_own, b_own)
     print("\n" + table)
     results = {"rows": rows, "a_own": a_own, "b_own": b_own, "weights": args.weights, "density": args.density}
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
-    print(f"wrote {out / 'results.json'}, results.md" + (f"; adapters in {out}/<combination>/" if args.save else ""))
+    write_results(out, results, table, also=f"adapters in {out}/<combination>/" if args.save else "")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 ALL_FORMATS = ["fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "fp8_e4m3_scaled", "int8", "int4_g32", "nf4_b64"]
 WEIGHTS_ONLY = {"nf4_b64"}  # NF4's levels are placed for normally distributed weights: not used on anything else
@@ -52,10 +51,6 @@ class FormatArguments:
 
 
 def main():
-    import copy
-    import json
-    import time
-
     args = parse_config(FormatArguments)[0]
     from ftlab.numerics import FORMATS, Tally, format_properties
 
@@ -68,8 +63,9 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftlab.data import load_split
-    from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.models import resolve_model
     from ftlab.platforms import choose_to_run
+    from ftlab.report import write_results
 
     # ---- 0. Where it runs: the model on the best device there is (ftlab/platforms.py); the counting on the CPU --
     choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
@@ -77,12 +73,8 @@ def main():
     print(f"device: {device} ({choice.why}): the model runs there, in fp32, fp16 and bf16; "
           "each format's rounding is counted on the CPU", flush=True)
 
-    try:
-        path = resolve_model(args.model_name_or_path)
-    except ModelNotFound as e:
-        fail(e)
+    path = resolve_model(args.model_name_or_path)
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
-    out.mkdir(parents=True, exist_ok=True)
 
     # ---- 1. The model in fp32 and a batch of real conversations (prompt + gold answer) ----------------------
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
@@ -131,28 +123,7 @@ def main():
 
     # ---- 5. The whole model in 16 bits: does anything overflow, and how often does the next token change? ---
     # On a few conversations only: most CPUs have no fp16 arithmetic and emulate it, far slower than bf16.
-    whole = {}
-    if args.whole_model:
-        few = {key: value[:args.whole_model_examples] for key, value in batch.items()}
-        mask = real[:args.whole_model_examples]
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            converted = copy.deepcopy(model).to(dtype)  # a fresh copy each time: fp16 -> bf16 would keep fp16's rounding
-            start = time.perf_counter()
-            with torch.no_grad():
-                run = converted(**few, output_hidden_states=True)
-            seconds = time.perf_counter() - start
-            del converted
-            logits = run.logits[mask].float()
-            if dtype == torch.float32:
-                reference, fp32_seconds = logits, seconds
-                continue
-            whole[str(dtype).removeprefix("torch.")] = {
-                "non_finite_values": int(sum((~torch.isfinite(h[mask])).sum() for h in run.hidden_states))
-                + int((~torch.isfinite(logits)).sum()),
-                "largest_residual": max(h[mask].float().abs().max().item() for h in run.hidden_states),
-                "same_next_token": (logits.argmax(-1) == reference.argmax(-1)).float().mean().item(),
-                "logit_relative_error": ((logits - reference).norm() / reference.norm()).item(),
-                "seconds": round(seconds, 1), "fp32_seconds": round(fp32_seconds, 1), "tokens": int(mask.sum())}
+    whole = whole_model_in_16_bits(model, batch, real, args.whole_model_examples) if args.whole_model else {}
 
     # ---- 6. Report: tables, a verdict on fp16 vs bf16, the plot ---------------------------------------------
     results = {"model": args.model_name_or_path, "device": device, "tokens": int(real.sum()),
@@ -160,31 +131,64 @@ def main():
                **{kind: tally.summary() for kind, tally in tallies.items()}, "whole_model": whole}
     report = markdown(results, args.formats)
     print("\n" + report)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(report + "\n", encoding="utf-8")
     plot(results, args.formats, out / "formats.png")
-    print(f"wrote {out / 'results.json'}, results.md, formats.png")
+    write_results(out, results, report, also="formats.png")
+
+
+def whole_model_in_16_bits(model, batch, real, examples: int) -> dict:
+    """Run a copy of the model in fp32, fp16 and bf16 on the first `examples` conversations; for each 16-bit
+    format: inf/NaN values, the largest residual, how often the next token is fp32's, the logits' relative error."""
+    import copy
+    import time
+
+    import torch
+
+    whole = {}
+    few = {key: value[:examples] for key, value in batch.items()}
+    mask = real[:examples]
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        converted = copy.deepcopy(model).to(dtype)  # a fresh copy each time: fp16 -> bf16 would keep fp16's rounding
+        start = time.perf_counter()
+        with torch.no_grad():
+            run = converted(**few, output_hidden_states=True)
+        seconds = time.perf_counter() - start
+        del converted
+        logits = run.logits[mask].float()
+        if dtype == torch.float32:
+            reference, fp32_seconds = logits, seconds
+            continue
+        whole[str(dtype).removeprefix("torch.")] = {
+            "non_finite_values": int(sum((~torch.isfinite(h[mask])).sum() for h in run.hidden_states))
+            + int((~torch.isfinite(logits)).sum()),
+            "largest_residual": max(h[mask].float().abs().max().item() for h in run.hidden_states),
+            "same_next_token": (logits.argmax(-1) == reference.argmax(-1)).float().mean().item(),
+            "logit_relative_error": ((logits - reference).norm() / reference.norm()).item(),
+            "seconds": round(seconds, 1), "fp32_seconds": round(fp32_seconds, 1), "tokens": int(mask.sum())}
+    return whole
 
 
 def markdown(results: dict, names: list[str]) -> str:
     """The properties table, one table per kind of tensor, and what the fp16/bf16 runs of the whole model showed."""
-    lines = ["| format | bits | largest | smallest normal | smallest subnormal | relative step | scale |",
-             "|---|---|---|---|---|---|---|"]
+    from ftlab.report import markdown_table
+
+    properties = []
     for p in results["properties"]:
         if "largest" in p:
-            values = f"{p['largest']:.4g} | {p['smallest_normal']:.3g} | {p['smallest_subnormal']:.3g}"
+            values = [f"{p['largest']:.4g}", f"{p['smallest_normal']:.3g}", f"{p['smallest_subnormal']:.3g}"]
         else:  # an integer format: its range is wherever the scale puts its levels
-            values = f"the scale's ({p['levels']} levels) | - | -"
-        lines.append(f"| {p['format']} | {p['bits']} | {values} | {p['relative_step']:.3g} | {p['scale'] or '-'} |")
+            values = [f"the scale's ({p['levels']} levels)", "-", "-"]
+        properties.append([p["format"], p["bits"], *values, f"{p['relative_step']:.3g}", p["scale"] or "-"])
+    lines = [markdown_table(["format", "bits", "largest", "smallest normal", "smallest subnormal", "relative step",
+                             "scale"], properties)]
     for kind, title in KINDS.items():
         if kind not in results:
             continue
         t = results[kind]
         lines += ["", (f"**{title}**: {t['values']:,} values, largest |x| {t['largest']:.4g}, smallest non-zero "
                        f"|x| {t['smallest_nonzero']:.3g}"), "",
-                  "| format | overflow | underflow (non-zero -> 0) | relative error |", "|---|---|---|---|"]
-        lines += [f"| {r['format']} | {r['overflow']:,} | {r['underflow']:,} | {r['relative_error']:.2e} |"
-                  for r in t["formats"]]
+                  markdown_table(["format", "overflow", "underflow (non-zero -> 0)", "relative error"],
+                                 [[r["format"], f"{r['overflow']:,}", f"{r['underflow']:,}", f"{r['relative_error']:.2e}"]
+                                  for r in t["formats"]])]
     for dtype, w in results["whole_model"].items():
         lines.append(f"\nwhole model in {dtype} ({w['tokens']} tokens in {w['seconds']} s; fp32 {w['fp32_seconds']} s): {w['non_finite_values']:,} inf/NaN "
                      f"values, largest residual {w['largest_residual']:.4g}, same next token as fp32 at "

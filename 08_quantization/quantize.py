@@ -28,16 +28,15 @@ import sys
 from dataclasses import dataclass, field
 
 try:  # outside .venv: one line, not a traceback
-    from ftlab.startup import fail, parse_config, prepare_output_dir
+    from ftlab.startup import EvalArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 DEFAULT_METHODS = ["fp32", "bf16", "bnb_int8", "bnb_nf4", "torchao_int8", "torchao_int4"]
 
 
 @dataclass
-class QuantizeArguments:
+class QuantizeArguments(EvalArguments):
     model_name_or_path: str = field(default="runs/02_sft", metadata={
         "help": "the trained model folder to quantize (make demo writes runs/02_sft), or a hub id"})
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={
@@ -45,23 +44,17 @@ class QuantizeArguments:
                 "torchao_int4 torchao_int8_dynamic torchao_int8_dynamic_int4"})
     output_dir: str = field(default="runs/08_quantize", metadata={"help": "results and the quantized models"})
     save_models: bool = field(default=True, metadata={"help": "save each quantized model (needed for size on disk)"})
-    eval_file: str | None = field(default=None, metadata={"help": "synthetic eval split; default data/sft_eval.jsonl"})
-    eval_samples: int = field(default=40, metadata={"help": "synthetic eval examples scored (0 = all)"})
-    handwritten_file: str | None = field(default=None, metadata={
-        "help": "hand-written eval set; default data/handwritten_eval.jsonl, 'none' to skip"})
     probe_file: str | None = field(default=None, metadata={
         "help": "general questions (forgetting probe); default data/general_probe.jsonl, 'none' to skip"})
-    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
     batch_size: int = field(default=64, metadata={"help": "generation batch while scoring"})
     decode_tokens: int = field(default=64, metadata={"help": "tokens decoded for the one-prompt speed measurement"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
 
 
 def main():
     import gc
-    import json
     import time
     from dataclasses import asdict
+    from pathlib import Path
     from types import SimpleNamespace
 
     args = parse_config(QuantizeArguments)[0]
@@ -72,12 +65,12 @@ def main():
 
     import torch
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import evaluate_all
-    from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.models import resolve_model
     from ftlab.platforms import choose_to_run
     from ftlab.quantization import decode_speed, load_model, save_model, weight_megabytes
-    from ftlab.report import write_predictions
+    from ftlab.report import write_predictions, write_results
 
     # ---- 0. Where it runs (ftlab/platforms.py), and the compute dtype: what the unquantized parts and dequantized
     # weights multiply in, the device's own 16-bit format as every lesson scores (bf16; fp16 on a GPU without bf16;
@@ -88,25 +81,21 @@ def main():
           "quantized, timed and scored there", flush=True)
 
     # ---- 1. The trained model and the eval sets ------------------------------------------------------------
-    try:
-        path = resolve_model(args.model_name_or_path)
-        data = load_task(SimpleNamespace(**asdict(args), train_file=None))  # the eval sets; no training here
-    except ModelNotFound as e:
-        fail(f"{e}" + ("; train it first: make demo (python 02_sft/train.py --config 02_sft/config.yaml)"
-                       if "02_sft" in args.model_name_or_path else ""))
-    except DataError as e:
-        fail(e)
+    if "02_sft" in args.model_name_or_path and not Path(args.model_name_or_path).expanduser().is_dir():
+        fail(f"model path not found: {args.model_name_or_path}; train it first: make demo "
+             "(python 02_sft/train.py --config 02_sft/config.yaml)")
+    path = resolve_model(args.model_name_or_path)
+    data = load_task(SimpleNamespace(**asdict(args), train_file=None))  # the eval sets; no training here
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
-    out.mkdir(parents=True, exist_ok=True)
     print(f"model: {path}; compute dtype {compute}; {data.describe()}")
     speed_prompt = data.eval_sets["synthetic"][0]["messages"][:-1]
 
-    def report(rows, answers):
+    def save(rows, answers):
+        """results.json, results.md and predictions.jsonl as they stand: rewritten after every method."""
+        write_predictions(out / "predictions.jsonl", data.eval_sets, data.questions, answers)
         results = {"model": args.model_name_or_path, "device": choice.device, "compute_dtype": str(compute),
                    "rows": rows, "eval_samples": args.eval_samples, "decode_tokens": args.decode_tokens}
-        (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (out / "results.md").write_text(results_table(rows, list(data.eval_sets)) + "\n", encoding="utf-8")
-        write_predictions(out / "predictions.jsonl", data.eval_sets, data.questions, answers)
+        write_results(out, results, results_table(rows, list(data.eval_sets)), also="predictions.jsonl")
 
     # ---- 2. Each method: quantize, save, measure, score ----------------------------------------------------
     rows, answers = [], {}
@@ -117,7 +106,7 @@ def main():
         except (ImportError, RuntimeError, ValueError, AssertionError) as e:  # a method this hardware cannot run
             print(f"{method}: not run here: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
             rows.append({"method": method, "what": METHODS[method], "error": f"{type(e).__name__}: {e}"[:300]})
-            report(rows, answers)
+            save(rows, answers)
             continue
         row = {"method": method, "what": METHODS[method], "quantize_seconds": round(time.perf_counter() - start, 1),
                "memory_mb": round(weight_megabytes(model), 3)}
@@ -137,34 +126,36 @@ def main():
               + f" ({row['score_seconds']:.0f} s to score)", flush=True)
         del model
         gc.collect()
-        report(rows, answers)  # after every method: an interrupted run keeps what it measured
+        save(rows, answers)  # after every method: an interrupted run keeps what it measured
 
     # ---- 3. Report ------------------------------------------------------------------------------------------
     print("\n" + results_table(rows, list(data.eval_sets)))
-    print(f"wrote {out / 'results.json'}, results.md, predictions.jsonl"
-          + (f"; the quantized models in {out}/<method>/" if args.save_models else ""))
+    if args.save_models:
+        print(f"the quantized models are in {out}/<method>/")
 
 
 def results_table(rows: list[dict], sets: list[str]) -> str:
     """A markdown table: one row per method, its costs and its exact-match scores (and change against bf16)."""
+    from ftlab.report import markdown_table
+
     reference = next((r["scores"] for r in rows if r["method"] == "bf16" and "scores" in r), None)
-    head = ("| method | on disk (MB) | weights in memory (MB) | decode tokens/s (batch 1) | scoring (s) | "
-            + " | ".join(f"{s} exact" for s in sets) + " | valid JSON |")
-    lines = [head, "|" + "---|" * head.count(" |")]
+    header = ["method", "on disk (MB)", "weights in memory (MB)", "decode tokens/s (batch 1)", "scoring (s)",
+              *(f"{s} exact" for s in sets), "valid JSON"]
+    cells = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | not run here: {r['error'][:120]} |")
+            cells.append([r["method"], f"not run here: {r['error'][:120]}"])
             continue
-        cells = []
+        scores = []
         for s in sets:
             exact = r["scores"][s]["exact_match"]
             change = f" ({100 * (exact - reference[s]['exact_match']):+.1f})" if reference and r["method"] != "bf16" else ""
-            cells.append(f"{exact:.1%}{change}")
+            scores.append(f"{exact:.1%}{change}")
         valid = min(r["scores"][s]["valid_json"] for s in sets)
         disk = f"{r['disk_mb']:.1f}" if "disk_mb" in r else "-"
-        lines.append(f"| {r['method']} | {disk} | {r['memory_mb']:.1f} | {r['decode_tokens_per_second']} | "
-                     f"{r['score_seconds']} | " + " | ".join(cells) + f" | {valid:.0%} |")
-    return "\n".join(lines)
+        cells.append([r["method"], disk, f"{r['memory_mb']:.1f}", r["decode_tokens_per_second"], r["score_seconds"],
+                      *scores, f"{valid:.0%}"])
+    return markdown_table(header, cells)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import TaskArguments, fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 # The torchao PTQ configs QATConfig can train towards on a CPU (ftlab/quantization.py builds them). Refused as a QAT
 # base in torchao 0.17: Int8DynamicActivationInt8WeightConfig; Int4WeightOnlyConfig's int4 kernels need CUDA.
@@ -55,29 +54,21 @@ def main():
 
     # ---- 1. Config ---------------------------------------------------------------------------------------
     script_args, training_args, model_args = parse_config(ScriptArguments, SFTConfig, ModelConfig)
-    if script_args.resume:
-        fail("--resume: train_qat.py runs two short trainings from the same start; run it again instead")
-    if script_args.scheme not in QAT_SCHEMES:
-        fail(f"--scheme {script_args.scheme!r}: QAT here trains towards {' or '.join(QAT_SCHEMES)} (torchao refuses "
-             "int8 dynamic activations with int8 weights as a QAT base; its packed int4 needs CUDA)")
-    if script_args.group_size < 1:
-        fail(f"--group_size {script_args.group_size}: must be at least 1 (32 or 64 are usual)")
+    check_arguments(script_args, model_args.model_name_or_path)
 
     from torchao.quantization import quantize_
     from torchao.quantization.qat import QATConfig
 
-    from ftlab.data import DataError, load_task
+    from ftlab.data import load_task
     from ftlab.evaluation import score_task
-    from ftlab.models import ModelNotFound, load_causal_lm
+    from ftlab.models import load_causal_lm
     from ftlab.quantization import quantize_torchao, save_model, torchao_config, transformer_linears, weight_megabytes
-    from ftlab.report import count_parameters, run_facts, save_curves, save_metrics, timed_train, write_predictions
+    from ftlab.report import run_facts, save_curves, save_metrics, write_predictions
+    from ftlab.resources import count_parameters, measure_training
     from ftlab.trl_cpu import SFTTrainer
 
     out = prepare_output_dir(training_args.output_dir, overwrite=script_args.overwrite_output_dir, resume=False)
-    try:
-        data = load_task(script_args)
-    except DataError as e:
-        fail(e)
+    data = load_task(script_args)
     train_dataset, _ = data.sft_datasets()
     print(data.describe())
 
@@ -85,24 +76,16 @@ def main():
         """The PTQ config both runs end with (a fresh object each time: quantize_ must not share state)."""
         return torchao_config(script_args.scheme, script_args.group_size)
 
-    def start_model():
-        try:
-            return load_causal_lm(model_args, training_args.device)
-        except ModelNotFound as e:
-            fail(f"{e}; the start is a finetuned model: make demo trains runs/02_sft")
-
-    def finetune(model, tokenizer, label):
+    def new_trainer(model, tokenizer):
+        """An SFTTrainer on the same data, in the same order (the same seed) for both runs."""
         torch.manual_seed(training_args.seed)
-        trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer)
-        seconds = timed_train(trainer)
-        print(f"{label}: {trainer.state.global_step} steps in {seconds:.0f} s")
-        return trainer, seconds
+        return SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer)
 
     scores, answers, curves = {}, {}, []
 
     # ---- 2. (--eval_before) The start model, PTQ'd without any training ------------------------------------
     if script_args.eval_before:
-        model, tokenizer = start_model()
+        model, tokenizer = load_causal_lm(model_args, training_args.device)
         quantize_torchao(model, base())
         scores["start_ptq"], answers["start_ptq"] = score_task("start + PTQ", model, tokenizer, data, script_args,
                                                                training_args)
@@ -110,8 +93,12 @@ def main():
     # ---- 3. Same budget without QAT: plain finetuning, then PTQ ---------------------------------------------
     plain_seconds = None
     if script_args.compare_plain:
-        model, tokenizer = start_model()
-        trainer, plain_seconds = finetune(model, tokenizer, "plain finetuning")
+        model, tokenizer = load_causal_lm(model_args, training_args.device)
+        trainer = new_trainer(model, tokenizer)
+        measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+        result = trainer.train()
+        plain_seconds = result.metrics["train_runtime"]
+        print(f"plain finetuning: {trainer.state.global_step} steps in {plain_seconds:.0f} s")
         curves += [{"step": h["step"], "plain_loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
         quantize_torchao(model, base())
         scores["plain_then_ptq"], answers["plain_then_ptq"] = score_task(
@@ -119,10 +106,14 @@ def main():
         del model, trainer
 
     # ---- 4. QAT: prepare (fake-quantize the block linears) -> finetune -> convert (quantize for real) -------
-    model, tokenizer = start_model()
+    model, tokenizer = load_causal_lm(model_args, training_args.device)
     quantize_(model, QATConfig(base(), step="prepare"), filter_fn=transformer_linears)
     parameters = count_parameters(model)
-    trainer, qat_seconds = finetune(model, tokenizer, "QAT")
+    trainer = new_trainer(model, tokenizer)
+    measure_training(trainer)  # again: the peak memory and devices metrics.json reports are the QAT run's
+    result = trainer.train()
+    qat_seconds = result.metrics["train_runtime"]
+    print(f"QAT: {trainer.state.global_step} steps in {qat_seconds:.0f} s")
     curves += [{"step": h["step"], "qat_loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
     quantize_torchao(model, QATConfig(base(), step="convert"))
     scores["qat"], answers["qat"] = score_task("QAT", model, tokenizer, data, script_args, training_args)
@@ -143,17 +134,32 @@ def main():
     print(f"saved the converted model to {out} ({disk_mb:.0f} MB of weights on disk); loss_curve.png, predictions.jsonl")
 
 
+def check_arguments(script_args: ScriptArguments, start: str) -> None:
+    """One `error:` line for what this script cannot do, before anything loads; a missing start says how to make it."""
+    from pathlib import Path
+
+    if script_args.resume:
+        fail("--resume: train_qat.py runs two short trainings from the same start; run it again instead")
+    if script_args.scheme not in QAT_SCHEMES:
+        fail(f"--scheme {script_args.scheme!r}: QAT here trains towards {' or '.join(QAT_SCHEMES)} (torchao refuses "
+             "int8 dynamic activations with int8 weights as a QAT base; its packed int4 needs CUDA)")
+    if script_args.group_size < 1:
+        fail(f"--group_size {script_args.group_size}: must be at least 1 (32 or 64 are usual)")
+    if "02_sft" in start and not Path(start).expanduser().is_dir():
+        fail(f"model path not found: {start}; the start is a finetuned model: make demo trains runs/02_sft")
+
+
 def comparison(scores: dict, sets: list[str], plain_seconds: float | None, qat_seconds: float) -> str:
     """One row per run: exact match and valid JSON on each eval set, and its training time."""
+    from ftlab.report import markdown_table
+
     labels = {"start_ptq": ("start model + PTQ", 0), "plain_then_ptq": ("plain finetuning + PTQ", plain_seconds),
               "qat": ("QAT + convert", qat_seconds)}
-    head = "| run | train s | " + " | ".join(f"{s} exact | {s} valid JSON" for s in sets) + " |"
-    lines = [head, "|" + "---|" * head.count(" |")]
-    for key, (label, seconds) in labels.items():
-        if key in scores:
-            cells = " | ".join(f"{scores[key][s]['exact_match']:.1%} | {scores[key][s]['valid_json']:.0%}" for s in sets)
-            lines.append(f"| {label} | {seconds or 0:.0f} | {cells} |")
-    return "\n".join(lines)
+    header = ["run", "train s", *(column for s in sets for column in (f"{s} exact", f"{s} valid JSON"))]
+    rows = [[label, f"{seconds or 0:.0f}",
+             *(cell for s in sets for cell in (f"{scores[key][s]['exact_match']:.1%}", f"{scores[key][s]['valid_json']:.0%}"))]
+            for key, (label, seconds) in labels.items() if key in scores]
+    return markdown_table(header, rows)
 
 
 if __name__ == "__main__":

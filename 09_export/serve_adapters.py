@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 try:  # outside .venv: one line, not a traceback
     from ftlab.startup import fail, parse_config, prepare_output_dir
 except ModuleNotFoundError as e:
-    raise SystemExit(f"error: {sys.executable} lacks the package {e.name!r}: run `make setup`, then "
-                     "`source .venv/bin/activate` (Windows: .venv\\Scripts\\activate; see README, Platforms)") from None
+    raise SystemExit(f"error: {sys.executable} lacks {e.name!r}: run `make setup`, then `source .venv/bin/activate`")
 
 
 @dataclass
@@ -103,7 +102,7 @@ def _grow(loader: str, *args) -> float:
     import peft  # noqa: F401  (the libraries' own memory is not what is measured)
     import transformers.models.llama.modeling_llama  # noqa: F401
 
-    from ftlab.report import memory_in_use
+    from ftlab.resources import memory_in_use
 
     gc.collect()
     if args[-1] == "cuda":
@@ -119,9 +118,6 @@ def _grow(loader: str, *args) -> float:
 
 def main():
     import gc
-    import json
-    import time
-    from pathlib import Path
 
     args = parse_config(ServeArguments)[0]
     adapters = parse_adapters(args.adapters)
@@ -131,123 +127,165 @@ def main():
     import torch
     from transformers import AutoTokenizer
 
-    from ftlab.data import gold_of, load_split
-    from ftlab.evaluation import TASK_SCORING, generate
-    from ftlab.models import ModelNotFound, resolve_model, what_is_in
+    from ftlab.models import resolve_model
     from ftlab.platforms import choose_to_run
-    from ftlab.quantization import weight_megabytes
+    from ftlab.report import write_results
 
     # ---- 1. The adapters, and the one base they all need ----------------------------------------------------
-    bases = set()
-    for name, _, folder in adapters:
-        try:
-            if what_is_in(folder) != "adapter":
-                fail(f"{folder} is not an adapter (no adapter_config.json): train one with 05_peft_lora")
-        except ModelNotFound as e:
-            fail(f"{e}; train it first (see this script's docstring)")
-        bases.add(json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"])
-    if len(bases) != 1:
-        fail(f"the adapters were trained on different bases ({sorted(bases)}): one base serves only its own adapters")
-    base_path = resolve_model(bases.pop())
+    base_path = resolve_model(common_base(adapters))
     out = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, resume=False)
-    out.mkdir(parents=True, exist_ok=True)
     # Serve on the best device there is, in its 16-bit format (auto): what a serving machine would do
     choice = choose_to_run()  # a GPU torch cannot use: the CPU, and the device line says why
     device, dtype_name = choice.device, choice.dtype if args.dtype == "auto" else args.dtype
     print(f"device: {device}, {dtype_name} ({choice.why}): the adapters are served there"
           + ("; memory added is GPU memory" if device == "cuda" else ""), flush=True)
-    dtype = getattr(torch, dtype_name)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
 
     # ---- 2. One base + N adapters: what they hold --------------------------------------------------------
     model = load_shared(base_path, adapters, dtype_name, device)
-    base_mb = weight_megabytes(model.get_base_model()) - sum(  # the base's own weights, without the LoRA matrices
-        weight_megabytes(m) for n, m in model.named_modules() if n.endswith(("lora_A", "lora_B")))
-    adapters_mb = weight_megabytes(model) - base_mb
+    base_mb, adapters_mb = shared_weights(model)
     shared_mb = resident_growth("load_shared", base_path, adapters, dtype_name, device)
     print(f"one base ({base_mb:.0f} MB of weights) + {len(adapters)} adapters ({adapters_mb:.1f} MB): "
           f"+{shared_mb:.0f} MB {'of GPU memory' if device == 'cuda' else 'resident'}", flush=True)
 
     # ---- 3. Requests in arrival order, interleaved across adapters; each switches to its adapter -------------
-    sets = {task: load_split("describe_eval" if task == "describe" else "sft_eval")[:args.requests]
-            for _, task, _ in adapters}
-    queue = [(name, task, i) for i in range(args.requests) for name, task, _ in adapters]
-
-    def serve(pick) -> tuple[dict, float, float]:
-        """Answer the queue in order, batch 1; `pick(name)` readies the model for a request (and is timed apart)."""
-        replies, picking, answering = {name: [] for name, _, _ in adapters}, 0.0, 0.0
-        for name, task, i in queue:
-            start = time.perf_counter()
-            ready = pick(name)
-            picking += time.perf_counter() - start
-            start = time.perf_counter()
-            replies[name] += generate(ready, tokenizer, [sets[task][i]["messages"][:-1]], batch_size=1,
-                                      max_new_tokens=args.max_new_tokens,
-                                      hopeless=TASK_SCORING[task][1])
-            answering += time.perf_counter() - start
-        return replies, picking, answering
+    requests = Requests(adapters, args.requests, tokenizer, args.max_new_tokens)
 
     def switch(name, shared=model):
         shared.set_adapter(name)  # which A, B every LoRA layer adds from now on: no weights move
         return shared
 
-    answers, switch_seconds, generate_seconds = serve(switch)
-
-    def task_scores(name, task, replies):
-        return TASK_SCORING[task][0](replies, [gold_of(ex) for ex in sets[task]])
-
-    rows = [{"adapter": name, "task": task, "folder": folder, "scores": task_scores(name, task, answers[name])}
+    answers, switch_seconds, generate_seconds = requests.serve(switch)
+    rows = [{"adapter": name, "task": task, "folder": folder, "scores": requests.score(task, answers[name])}
             for name, task, folder in adapters]
-    results = {"base": str(base_path), "device": device, "dtype": str(dtype), "requests": len(queue),
+    results = {"base": str(base_path), "device": device, "dtype": str(getattr(torch, dtype_name)),
+               "requests": len(requests),
                "shared": {"weights_mb": round(base_mb + adapters_mb, 1), "adapters_mb": round(adapters_mb, 2),
                           "resident_mb": round(shared_mb)},
-               "seconds_per_request": round(generate_seconds / len(queue), 2),
-               "switch_ms_per_request": round(1000 * switch_seconds / len(queue), 3), "rows": rows}
+               "seconds_per_request": round(generate_seconds / len(requests), 2),
+               "switch_ms_per_request": round(1000 * switch_seconds / len(requests), 3), "rows": rows}
     del model, switch
     gc.collect()
 
     # ---- 4. The same finetunes as N merged models: their memory, and do they answer the same? ----------------
     if args.compare_merged:
-        merged = load_merged(base_path, adapters, dtype_name, device)
-        results["merged"] = {"weights_mb": round(sum(weight_megabytes(m) for m in merged.values()), 1),
-                             "resident_mb": round(resident_growth("load_merged", base_path, adapters, dtype_name,
-                                                                  device))}
-        own, _, seconds = serve(lambda name: merged[name])
-        results["merged"]["seconds_per_request"] = round(seconds / len(queue), 2)
-        for row in rows:
-            row["merged_scores"] = task_scores(row["adapter"], row["task"], own[row["adapter"]])
-            row["same_answers"] = sum(a == b for a, b in zip(own[row["adapter"]], answers[row["adapter"]], strict=True))
-        del merged
-        gc.collect()
+        results["merged"] = serve_merged(base_path, adapters, dtype_name, device, requests, rows, answers)
 
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(results_table(results) + "\n", encoding="utf-8")
-    print("\n" + results_table(results) + f"\nwrote {out / 'results.json'} and results.md")
+    table = results_table(results)
+    print("\n" + table)
+    write_results(out, results, table)
+
+
+def common_base(adapters: list[tuple[str, str, str]]) -> str:
+    """The base every adapter was trained on, as its adapter_config.json names it; one error line where a folder
+    holds no adapter or the adapters name different bases (one base serves only its own adapters)."""
+    import json
+    from pathlib import Path
+
+    from ftlab.models import what_is_in
+
+    bases = set()
+    for _, _, folder in adapters:
+        if not Path(folder).exists():
+            fail(f"{Path(folder)} does not exist; train it first (see this script's docstring)")
+        if what_is_in(folder) != "adapter":  # (a folder with no model at all: what_is_in's own error line)
+            fail(f"{folder} is not an adapter (no adapter_config.json): train one with 05_peft_lora")
+        bases.add(json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"])
+    if len(bases) != 1:
+        fail(f"the adapters were trained on different bases ({sorted(bases)}): one base serves only its own adapters")
+    return bases.pop()
+
+
+def shared_weights(model) -> tuple[float, float]:
+    """MB of weights in one base with its adapters: (the base's own, the adapters' LoRA A and B matrices)."""
+    from ftlab.quantization import weight_megabytes
+
+    base_mb = weight_megabytes(model.get_base_model()) - sum(  # the base's own weights, without the LoRA matrices
+        weight_megabytes(m) for n, m in model.named_modules() if n.endswith(("lora_A", "lora_B")))
+    return base_mb, weight_megabytes(model) - base_mb
+
+
+class Requests:
+    """`per_adapter` requests for each adapter (the first eval examples of its task), interleaved in arrival order:
+    every adapter's first request, then every adapter's second, and so on."""
+
+    def __init__(self, adapters: list[tuple[str, str, str]], per_adapter: int, tokenizer, max_new_tokens: int):
+        from ftlab.data import load_split
+
+        self.sets = {task: load_split("describe_eval" if task == "describe" else "sft_eval")[:per_adapter]
+                     for _, task, _ in adapters}
+        self.queue = [(name, task, i) for i in range(per_adapter) for name, task, _ in adapters]
+        self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def serve(self, pick) -> tuple[dict, float, float]:
+        """Answer the queue in order, batch 1; `pick(name)` readies the model for a request (and is timed apart).
+        (replies by adapter name, seconds picking, seconds answering)."""
+        import time
+
+        from ftlab.evaluation import TASK_SCORING, generate
+
+        replies, picking, answering = {name: [] for name, _, _ in self.queue}, 0.0, 0.0
+        for name, task, i in self.queue:
+            start = time.perf_counter()
+            ready = pick(name)
+            picking += time.perf_counter() - start
+            start = time.perf_counter()
+            replies[name] += generate(ready, self.tokenizer, [self.sets[task][i]["messages"][:-1]], batch_size=1,
+                                      max_new_tokens=self.max_new_tokens, hopeless=TASK_SCORING[task][1])
+            answering += time.perf_counter() - start
+        return replies, picking, answering
+
+    def score(self, task: str, replies: list[str]) -> dict:
+        """The task's metric on one adapter's replies."""
+        from ftlab.data import gold_of
+        from ftlab.evaluation import TASK_SCORING
+
+        return TASK_SCORING[task][0](replies, [gold_of(ex) for ex in self.sets[task]])
+
+
+def serve_merged(base_path: str, adapters: list[tuple[str, str, str]], dtype: str, device: str,
+                 requests: Requests, rows: list[dict], answers: dict) -> dict:
+    """The same requests served by N merged models, one per finetune: their weights, the memory they add and the
+    time per request; each row gains the merged model's scores and how many of its answers match `answers`."""
+    from ftlab.quantization import weight_megabytes
+
+    merged = load_merged(base_path, adapters, dtype, device)
+    held = {"weights_mb": round(sum(weight_megabytes(m) for m in merged.values()), 1),
+            "resident_mb": round(resident_growth("load_merged", base_path, adapters, dtype, device))}
+    own, _, seconds = requests.serve(lambda name: merged[name])
+    held["seconds_per_request"] = round(seconds / len(requests), 2)
+    for row in rows:
+        row["merged_scores"] = requests.score(row["task"], own[row["adapter"]])
+        row["same_answers"] = sum(a == b for a, b in zip(own[row["adapter"]], answers[row["adapter"]], strict=True))
+    return held  # (the merged models are freed on return)
 
 
 def results_table(results: dict) -> str:
     """Memory of the two ways to serve, then each adapter's score through the switch (and merged, if measured)."""
+    from ftlab.report import markdown_table
+
     n = len(results["rows"])
     memory = "GPU memory" if results.get("device") == "cuda" else "resident memory"
-    lines = [f"| serving | weights (MB) | {memory} added (MB) |", "|---|---|---|",
-             (f"| one base + {n} adapters (set_adapter per request) | {results['shared']['weights_mb']} "
-              f"(adapters: {results['shared']['adapters_mb']}) | {results['shared']['resident_mb']} |")]
-    if "merged" in results:
-        lines.append(f"| {n} merged models | {results['merged']['weights_mb']} | {results['merged']['resident_mb']} |")
-    merged_speed = (f"; the merged models, {results['merged']['seconds_per_request']} s per request (no LoRA "
-                    "matmuls beside each layer)") if "merged" in results else ""
-    lines += ["", (f"{results['requests']} requests, interleaved, batch 1: {results['seconds_per_request']} s per "
-                   f"request through the switch, {results['switch_ms_per_request']} ms of it to switch adapters"
-                   f"{merged_speed}."), "",
-              "| adapter | task | requests | score through the switch | merged model alone | same answers |",
-              "|---|---|---|---|---|---|"]
-    for r in results["rows"]:
-        key = "exact_match"  # both metrics' strict score: the exact JSON, or a sentence with every fact and no more
-        own = f"{r['merged_scores'][key]:.1%}" if "merged_scores" in r else "-"
-        same = f"{r['same_answers']}/{r['scores']['n']}" if "same_answers" in r else "-"
-        lines.append(f"| {r['adapter']} ({r['folder']}) | {r['task']} | {r['scores']['n']} | "
-                     f"{r['scores'][key]:.1%} | {own} | {same} |")
-    return "\n".join(lines)
+    shared, merged = results["shared"], results.get("merged")
+    serving = [[f"one base + {n} adapters (set_adapter per request)",
+                f"{shared['weights_mb']} (adapters: {shared['adapters_mb']})", shared["resident_mb"]]]
+    if merged:
+        serving.append([f"{n} merged models", merged["weights_mb"], merged["resident_mb"]])
+    merged_speed = (f"; the merged models, {merged['seconds_per_request']} s per request (no LoRA "
+                    "matmuls beside each layer)") if merged else ""
+    speed = (f"{results['requests']} requests, interleaved, batch 1: {results['seconds_per_request']} s per request "
+             f"through the switch, {results['switch_ms_per_request']} ms of it to switch adapters{merged_speed}.")
+    key = "exact_match"  # both metrics' strict score: the exact JSON, or a sentence with every fact and no more
+    adapters = [[f"{r['adapter']} ({r['folder']})", r["task"], r["scores"]["n"], f"{r['scores'][key]:.1%}",
+                 f"{r['merged_scores'][key]:.1%}" if "merged_scores" in r else "-",
+                 f"{r['same_answers']}/{r['scores']['n']}" if "same_answers" in r else "-"] for r in results["rows"]]
+    return "\n\n".join([
+        markdown_table(["serving", "weights (MB)", f"{memory} added (MB)"], serving), speed,
+        markdown_table(["adapter", "task", "requests", "score through the switch", "merged model alone",
+                        "same answers"], adapters)])
 
 
 if __name__ == "__main__":

@@ -439,7 +439,7 @@ def main():
         record["model"] = Path(model).name if model and Path(model).exists() else model or config_model(config)
         row = lesson_row(record, run_dir)
         # A run that trained anywhere but on the GPU fails this check: the script's device line, and where its
-        # trainable parameters were at every step (metrics.json's parameters_trained_on, from ftlab.report).
+        # trainable parameters were at every step (metrics.json's parameters_trained_on, from ftlab.resources).
         device = next((line for line in record["output"].splitlines() if line.startswith("device: ")), "")
         where = row.get("parameters_trained_on")
         if not args.cpu_smoke and "error" not in row and not (device.startswith("device: cuda") and where == "cuda"):

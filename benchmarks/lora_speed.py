@@ -14,7 +14,7 @@ random tokens, LoRA r=16 (alpha 32) on all linear layers, with gradient checkpoi
   peft-qlora-upcast  the textbook QLoRA recipe: 4-bit NF4 base + peft's `prepare_model_for_kbit_training`,
                      which casts every weight it leaves unquantized (embeddings, norms) to fp32
   peft-qlora         06_qlora/train.py's route: the same 4-bit base with nothing upcast
-  unsloth-qlora      06_qlora/train_unsloth.py's route
+  unsloth-qlora      the route of 05_peft_lora/train_unsloth.py --config 06_qlora/config.yaml
 
 Each path runs in its own process (Unsloth patches transformers when imported, and a peak is per process).
 Tokens/s leaves out the first step (kernel compilation, allocator warm-up); peak memory is
@@ -47,7 +47,7 @@ PATHS = {
     "unsloth-lora": "Unsloth LoRA (05 train_unsloth.py)",
     "peft-qlora-upcast": "transformers + PEFT QLoRA, prepare_model_for_kbit_training",
     "peft-qlora": "transformers + PEFT QLoRA, nothing upcast (06 train.py)",
-    "unsloth-qlora": "Unsloth QLoRA (06 train_unsloth.py)",
+    "unsloth-qlora": "Unsloth QLoRA (05 train_unsloth.py, 06's config)",
 }
 
 
@@ -88,7 +88,7 @@ def run_one(path: str, model_dir: Path, args) -> dict:
     from transformers import TrainerCallback
 
     from ftlab.platforms import choose, detect
-    from ftlab.report import count_parameters, peak_memory
+    from ftlab.resources import count_parameters, peak_memory
 
     choice = choose(detect())
     quantized = "qlora" in path
@@ -111,16 +111,15 @@ def run_one(path: str, model_dir: Path, args) -> dict:
         config.update(gradient_checkpointing=False)  # Unsloth's own checkpointing is on instead
     else:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM
         from trl import SFTConfig
 
+        from ftlab.quantization import nf4_config
         from ftlab.trl_cpu import SFTTrainer
 
         kwargs = {}
         if quantized:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=compute)
+            kwargs["quantization_config"] = nf4_config(compute)
             kwargs["device_map"] = {"": choice.device}
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=compute, **kwargs)
         if not quantized:

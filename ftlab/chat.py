@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from ftlab import gguf  # (light: llama_cpp itself is imported only when a GGUF file is loaded)
-from ftlab.startup import fail  # also makes the console print names it cannot encode as "?", not crash
+from ftlab.startup import fail  # also: a LearnerError ends the run as one `error:` line; unprintable names as "?"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,14 +119,11 @@ def verdict(answer: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from ftlab.models import ModelNotFound, what_is_in
+    from ftlab.models import what_is_in
     from ftlab.task import prompt_messages
 
     path = Path(args.run_dir)
-    try:
-        kind = what_is_in(path)
-    except ModelNotFound as e:
-        fail(str(e))
+    kind = what_is_in(path)  # a path that holds no model: ModelNotFound, one `error:` line (ftlab/errors.py)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         fail("--max_new_tokens must be at least 1")
     import torch

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from ftlab.errors import LearnerError
 from ftlab.task import DESCRIBE_PROMPT, FIELDS, prompt_messages, task_of
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -32,7 +33,7 @@ KEYS = {"sft": ("messages",), "describe": ("messages",), "preference": ("prompt"
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-class DataError(ValueError):
+class DataError(LearnerError, ValueError):
     """A line of a data file is malformed; the message is 'path:lineno: what is wrong'."""
 
 
@@ -216,15 +217,16 @@ class TaskData:
     # task has one set, "synthetic" (its input is a record, not written text, so there is no hand-written set)
     questions: list[dict]
 
-    def sft_datasets(self):
-        """(train, eval) as `datasets.Dataset`s of prompt/completion pairs, so the loss covers the answer only.
+    def sft_datasets(self, eval_loss: bool = True):
+        """(train, eval) as `datasets.Dataset`s of prompt/completion pairs, so the loss covers the answer only; eval
+        is None without `eval_loss` (a run with `eval_strategy: no` computes no eval loss).
 
         SmolLM2's chat template has no {% generation %} markers, so TRL's `assistant_only_loss` cannot find
         the answer tokens; splitting each conversation into prompt and completion works with any template."""
         from datasets import Dataset
 
         return (Dataset.from_list([to_prompt_completion(r) for r in self.train]),
-                Dataset.from_list([to_prompt_completion(r) for r in self.eval_sets["synthetic"]]))
+                Dataset.from_list([to_prompt_completion(r) for r in self.eval_sets["synthetic"]]) if eval_loss else None)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{len(rows)} {name}" for name, rows in self.eval_sets.items())
@@ -250,13 +252,6 @@ def load_task(args) -> TaskData:
     handwritten = optional(args.handwritten_file, "handwritten_eval.jsonl", "handwritten") if task == "extract" else []
     questions = optional(args.probe_file, "general_probe.jsonl", "probe")
     return TaskData(train, {"synthetic": synthetic, **({"handwritten": handwritten} if handwritten else {})}, questions)
-
-
-def two_task_eval_sets(eval_samples: int = 40) -> dict[str, list[dict]]:
-    """The first `eval_samples` (0 = all) eval examples of each task, the same people: what 07_model_merging
-    scores every model on, so that a merge's two scores sit next to A's and B's own."""
-    n = eval_samples or None
-    return {"extract": load_split("sft_eval")[:n], "describe": load_split("describe_eval")[:n]}
 
 
 def load_preference(path: str | None = None, eval_pairs: int = 70) -> tuple[list[dict], list[dict]]:

@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from typing import NamedTuple
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ftlab import private_apis
 from ftlab.data import gold_of
 from ftlab.metrics import describe_score, probe_score, score
 from ftlab.models import has_soft_prompt
@@ -166,8 +168,9 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
         model.set_attn_implementation("eager")
         # After training, accelerate has wrapped model.forward in autocast (+ a cast of the outputs to fp32);
         # the copy drops that wrapper and runs in its own dtype: with it, scoring took 3x as long.
-        model.__dict__.pop("forward", None)
-        model.__dict__.pop("_original_forward", None)
+        private_apis.check("accelerate")  # the wrapper's attribute names are accelerate's: checked for this version
+        for wrapper in private_apis.ACCELERATE_AUTOCAST_WRAPPER:
+            model.__dict__.pop(wrapper.attr, None)
     elif model.device.type != "cpu" and (bf16 or fp16):
         autocast = torch.autocast(model.device.type, dtype=torch.bfloat16 if bf16 else torch.float16)
     scores, answers = {}, {}
@@ -180,8 +183,19 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
     return scores, answers
 
 
-def score_task(label: str, model, tokenizer, data, args, training_args) -> tuple[dict, dict]:
-    """`evaluate_all` on a script's `TaskData` with its settings, and one line of results for the console."""
+class Scored(NamedTuple):
+    """A model's scores on a script's eval sets (and the probe), with the answers they were computed from."""
+
+    scores: dict
+    answers: dict
+
+
+def score_task(label: str, model, tokenizer, data, args, training_args) -> Scored | None:
+    """`evaluate_all` on a script's `TaskData` with its settings (`args`: its `TaskArguments`; `training_args`: the
+    eval batch size and number format), and one line of results for the console. Label "before" under
+    `--eval_before false` scores nothing and returns None."""
+    if label == "before" and not getattr(args, "eval_before", True):
+        return None
     start = time.perf_counter()
     scores, answers = evaluate_all(model, tokenizer, data.eval_sets, data.questions,
                                    max_new_tokens=args.max_new_tokens,
@@ -190,20 +204,4 @@ def score_task(label: str, model, tokenizer, data, args, training_args) -> tuple
     print(f"{label}: exact match " + ", ".join(f"{scores[n]['exact_match']:.0%} {n}" for n in data.eval_sets)
           + (f"; general questions {scores['probe']['correct']:.0%}" if data.questions else "")
           + f" ({time.perf_counter() - start:.0f} s); first answer: {answers['synthetic'][0]!r}")
-    return scores, answers
-
-
-def score_both_tasks(label: str, model, tokenizer, eval_sets: dict[str, list[dict]], *, max_new_tokens: int = 80,
-                     batch_size: int = 64) -> dict:
-    """`evaluate_all` on `ftlab.data.two_task_eval_sets` (07_model_merging), in the number format of the device the
-    model is on (a GPU's bf16 or fp16 autocast; a CPU's bf16 where it multiplies it natively, else fp32: never the
-    GPU's format for a model left on the CPU); prints one line; returns the scores and each set's first answer."""
-    from ftlab.platforms import choose, detect
-
-    choice = choose(detect(), use_cpu=model.device.type == "cpu")
-    start = time.perf_counter()
-    scores, answers = evaluate_all(model, tokenizer, eval_sets, max_new_tokens=max_new_tokens,
-                                   batch_size=batch_size, bf16=choice.bf16, fp16=choice.fp16)
-    print(f"{label:<28} " + "   ".join(f"{task} {scores[task]['exact_match']:6.1%}" for task in eval_sets)
-          + f"   ({time.perf_counter() - start:.0f} s to score)")
-    return {"scores": scores, "first_answers": {task: answers[task][0] for task in eval_sets}}
+    return Scored(scores, answers)

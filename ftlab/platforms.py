@@ -36,6 +36,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ftlab.errors import LearnerError
+
 # bf16 arithmetic on NVIDIA GPUs starts with Ampere (compute capability 8.0: A100, RTX 30xx, A10, L4, H100).
 # torch.cuda.is_bf16_supported() is not the test: in torch 2.14 it defaults to including_emulation=True, which is
 # True on a T4 (7.5) because a bf16 tensor can be created there; its matmuls are then emulated, and Unsloth (which
@@ -43,7 +45,7 @@ from pathlib import Path
 BF16_CAPABILITY = (8, 0)
 
 
-class PlatformError(RuntimeError):
+class PlatformError(LearnerError, RuntimeError):
     """This machine cannot run what was asked (an NVIDIA card torch cannot use, several GPUs with plain python);
     the message is the one line a learner sees."""
 

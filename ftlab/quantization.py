@@ -93,6 +93,17 @@ def quantize_torchao(model, config) -> None:
     model.is_quantized = True
 
 
+def nf4_config(compute_dtype=torch.bfloat16, quant_type: str = "nf4", double_quant: bool = True,
+               storage: str = "uint8"):
+    """QLoRA's 4-bit format for bitsandbytes (the one place it is built): NF4 weights (or fp4) in blocks of 64, each
+    block's scale quantized again to 8 bits (double quantization: ~0.37 bits/weight less), matmuls in
+    `compute_dtype`; two 4-bit values packed per `storage` byte."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=getattr(torch, storage))
+
+
 def load_model(path: str, method: str, compute_dtype=torch.bfloat16, device: str = "cpu"):
     """(model, tokenizer) from the folder `path`, quantized with `method` (see METHODS) on `device` ("cpu", "cuda")."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -103,9 +114,7 @@ def load_model(path: str, method: str, compute_dtype=torch.bfloat16, device: str
     if method.startswith("bnb_"):
         # LLM.int8() quantizes each matmul's input from fp16 and logs that cast at every call: it is the method, not news.
         logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-        quantization = (BitsAndBytesConfig(load_in_8bit=True) if method == "bnb_int8" else
-                        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                           bnb_4bit_compute_dtype=compute_dtype))
+        quantization = BitsAndBytesConfig(load_in_8bit=True) if method == "bnb_int8" else nf4_config(compute_dtype)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=compute_dtype, quantization_config=quantization,
                                                      device_map={"": device})  # quantized as it lands there
     else:
@@ -144,7 +153,7 @@ def weight_megabytes(model) -> float:
 
 def save_model(model, tokenizer, folder: Path) -> float:
     """Save the (quantized) model and tokenizer to `folder`; return the weights' size on disk in MB."""
-    from ftlab.report import folder_megabytes
+    from ftlab.resources import folder_megabytes
 
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

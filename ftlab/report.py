@@ -1,132 +1,24 @@
-"""What every script reports after training: parameters, memory, time, scores, a loss curve.
+"""What every script reports: scores before and after, time, memory, parameters, a loss curve, tables.
 
 The same numbers in the same shape from every technique folder, so a learner can put two runs side
-by side (`metrics.json`) and see what LoRA or 4-bit loading bought and what it cost.
+by side (`metrics.json`) and see what LoRA or 4-bit loading bought and what it cost. A lesson ends in
+
+    summarize("02_sft", trainer, result, data, before, after)
+
+which reads the rest (output folder, log history, parameters, time, tokens) from the trainer and the data.
+Scripts that compare several models instead write `results.json` and `results.md` with `write_results`.
+What the numbers measure (peak memory, parameter counts) is `ftlab.resources`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-import torch
-from transformers import TrainerCallback
 
 from ftlab.data import gold_of
 from ftlab.metrics import format_scores
+from ftlab.resources import TRAINED_ON, count_parameters, peak_memory, resumed
 from ftlab.task import task_of
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts. For 4-bit weights each stored element holds two values; under
-    DeepSpeed ZeRO-3 a process holds only a shard of each weight, and `ds_numel` is the whole weight's size."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = getattr(p, "ds_numel", p.numel()) * (2 if p.dtype == torch.uint8 and hasattr(p, "quant_state") else 1)
-        total += n
-        trainable += n if p.requires_grad else 0
-    return trainable, total
-
-
-# What `timed_train` saw of the run it timed: the device it trained on, and where its trainable parameters were at
-# each optimizer step (a run can say "cuda" in its arguments and still hold its weights on the CPU).
-TRAINED_ON: dict = {}
-
-
-class RecordParameterDevices(TrainerCallback):
-    """Notes the trainable parameters' devices at every optimizer step, into TRAINED_ON["parameters"]."""
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None:
-            seen = {p.device.type for p in model.parameters() if p.requires_grad}
-            TRAINED_ON["parameters"] = sorted(set(TRAINED_ON.get("parameters", [])) | seen)
-
-
-def timed_train(trainer, resume: bool = False) -> float:
-    """`trainer.train()` (from the last checkpoint in output_dir if `resume`); its wall time in seconds, with
-    the peak-memory counter of the training device reset first so `peak_memory` reports training onwards, not
-    loading or scoring, and the trainable parameters' devices recorded at each step (`TRAINED_ON`)."""
-    import time
-
-    TRAINED_ON.clear()
-    TRAINED_ON["device"] = trainer.args.device.type
-    if TRAINED_ON["device"] == "cuda":  # will it fit? the estimate against a T4, a 24 GB card and this GPU
-        from ftlab.memory import fit_report_for
-
-        try:
-            print(fit_report_for(trainer))
-        except (ValueError, TypeError, AttributeError) as e:  # a model the calculator cannot shape: say so, train on
-            print(f"memory estimate (ftlab.memory): not available for this model ({e})")
-    trainer.add_callback(RecordParameterDevices())
-    reset_peak_memory(TRAINED_ON["device"])
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    return time.perf_counter() - start
-
-
-def folder_megabytes(folder: Path, pattern: str = "*") -> float:
-    """Size on disk of the files in `folder` matching `pattern`, in MB (10^6 bytes)."""
-    return sum(f.stat().st_size for f in Path(folder).glob(pattern) if f.is_file()) / 1e6
-
-
-# Linux keeps a process's peak resident set as VmHWM in /proc/self/status, and resets it to the current size
-# when "5" is written to /proc/self/clear_refs: the CPU's counterpart of torch.cuda.reset_peak_memory_stats.
-PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-
-
-def memory_device(device: str | None = None) -> str:
-    """Whose memory to read: `device` ("cuda", "mps", "cpu"), else the device the last timed run trained on, else
-    the GPU if one is visible. A run kept on the CPU of a GPU machine (--use_cpu true) reads the CPU's memory."""
-    device = device or TRAINED_ON.get("device")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    return device
-
-
-def reset_peak_memory(device: str | None = None) -> None:
-    """Start the peak-memory counter again from what is held now (CUDA; the CPU on Linux; elsewhere a no-op)."""
-    if memory_device(device) == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    elif PROC_CLEAR_REFS.exists():
-        try:
-            PROC_CLEAR_REFS.write_text("5")
-        except OSError:  # a kernel or sandbox that refuses it: the peak then counts from the process start
-            pass
-
-
-def peak_memory(device: str | None = None) -> dict:
-    """Peak memory since the last reset (see `timed_train`), in GiB: GPU tensors allocated on CUDA, Metal's
-    allocation on an Apple GPU, else the process's peak resident set (weights, activations, optimizer and
-    Python itself; on macOS and Windows since the process started)."""
-    device = memory_device(device)
-    if device == "cuda":
-        return {"device": "cuda", "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-    if device == "mps":  # MPS keeps no peak counter: what Metal holds for us now, at the end
-        return {"device": "mps", "peak_gib": torch.mps.driver_allocated_memory() / 2**30}
-    if PROC_STATUS.exists():
-        hwm = next((line.split()[1] for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:")), None)
-        if hwm is not None:
-            return {"device": "cpu", "peak_gib": int(hwm) * 1024 / 2**30}  # reported in kB
-    if sys.platform == "win32":  # no `resource` module on Windows; psutil (an accelerate dependency) reads it
-        import psutil
-
-        return {"device": "cpu", "peak_gib": psutil.Process().memory_info().peak_wset / 2**30}
-    import resource
-
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return {"device": "cpu", "peak_gib": rss / 2**30}
-
-
-def memory_in_use(device: str | None = None) -> float:
-    """Memory held right now, in GiB: allocated CUDA tensors on a GPU, else the process's resident set. Read
-    before training, it splits a peak into what was there already (weights, libraries) and what training added."""
-    if memory_device(device) == "cuda":
-        return torch.cuda.memory_allocated() / 2**30
-    import psutil  # an accelerate dependency; reads the resident set on Linux, macOS and Windows alike
-
-    return psutil.Process().memory_info().rss / 2**30
 
 
 def save_curves(log_history: list[dict], path: Path, panels: dict[str, dict[str, str]]) -> bool:
@@ -221,77 +113,50 @@ def save_metrics(output_dir: str, metrics: dict, log_history: list[dict]) -> boo
     return plotted
 
 
-def summarize(output_dir: str, technique: str, before: dict | None, after: dict, *, train_seconds: float,
-              parameters: tuple[int, int], log_history: list[dict], eval_sets: dict[str, list[dict]],
-              questions: list[dict] | None, answers: dict[str, dict | None], tokens_seen: int | None = None,
-              extra: dict | None = None) -> dict:
-    """Print the before/after table and resource use; write metrics.json, predictions.jsonl, loss_curve.png.
+def summarize(technique: str, trainer, result, data, before, after, *, parameters: tuple[int, int] | None = None,
+              tokens_seen: int | None = None, extra: dict | None = None) -> dict:
+    """The end of a training lesson: print the before/after table and what the run cost; write metrics.json,
+    predictions.jsonl and loss_curve.png to the trainer's output_dir.
 
-    `before`/`after` map each eval set's name (and "probe") to its scores, as `evaluation.evaluate_all` returns."""
-    first = next(iter(eval_sets.values()))[0]
-    metrics = {"technique": technique, "task": task_of(first["messages"]), "before": before, "after": after,
-               **run_facts(train_seconds, parameters, log_history, tokens_seen), **(extra or {})}
+    `result` is what `trainer.train()` returned (its `train_runtime` is the time); `data` the script's `TaskData`;
+    `before`/`after` what `ftlab.evaluation.score_task` returned (`before` is None under --eval_before false).
+    Parameters are counted on `trainer.model` unless given; tokens are the trainer's own count (`tokens_seen`,
+    kept by SFT) unless given, and left out of a resumed run, whose time covers only its own steps."""
+    facts = run_facts(result.metrics["train_runtime"], parameters or count_parameters(trainer.model),
+                      trainer.state.log_history,
+                      None if resumed() else tokens_seen or getattr(trainer, "tokens_seen", None))
+    return write_summary(trainer.args.output_dir, technique, before, after, facts, data, trainer.state.log_history,
+                         extra)
+
+
+def write_summary(output_dir: str, technique: str, before, after, facts: dict, data, log_history: list[dict],
+                  extra: dict | None = None) -> dict:
+    """`summarize` for a run trained elsewhere (LLaMA-Factory's): `facts` as `run_facts` gives them."""
+    first = next(iter(data.eval_sets.values()))[0]
+    metrics = {"technique": technique, "task": task_of(first["messages"]), "before": before and before.scores,
+               "after": after.scores, **facts, **(extra or {})}
     print(f"\n== {technique}: {metrics['task']} task scores (greedy) ==")
-    print(format_scores(before, after))
+    print(format_scores(metrics["before"], metrics["after"]))
     save_metrics(output_dir, metrics, log_history)
-    write_predictions(Path(output_dir) / "predictions.jsonl", eval_sets, questions, answers)
+    write_predictions(Path(output_dir) / "predictions.jsonl", data.eval_sets, data.questions,
+                      {"before": before and before.answers, "after": after.answers})
     print(f"                {Path(output_dir) / 'predictions.jsonl'}")
     return metrics
 
 
-# ---- Merges (07_model_merging): each model scored on both tasks -------------------------------------------
-def merge_table(rows: list[dict], a_own: float | None, b_own: float | None) -> str:
-    """A markdown table, one row per model: its exact-match score on each task and, when A's and B's own scores
-    are known, the share of each a merge keeps (extract against A's, describe against B's)."""
-    keeps = a_own is not None and b_own is not None
-
-    def share(score: float, own: float) -> str:
-        return f"{score / own:.0%}" if own else "-"
-
-    head = "| model | layers | parameters | merge s | extract exact | describe exact |"
-    head += " keeps of A (extract) | keeps of B (describe) |" if keeps else ""
-    lines = [head, "|" + "---|" * head.count(" |")]
-    for r in rows:
-        extract, describe = r["scores"]["extract"]["exact_match"], r["scores"]["describe"]["exact_match"]
-        line = (f"| {r['model']} | {r['layers']} | {r['parameters'] / 1e6:.1f}M | {r.get('merge_seconds', '-')} |"
-                f" {extract:.1%} | {describe:.1%} |")
-        if keeps:
-            line += f" {share(extract, a_own)} | {share(describe, b_own)} |"
-        lines.append(line)
+# ---- Scripts that compare several models (07, 08, 09): results.json and a markdown table ---------------------
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table: one header row, a separator, then one row per list of cells (each cell str()-ed)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def plot_sweep(rows: list[dict], path: Path, a_own: float | None = None, b_own: float | None = None) -> bool:
-    """Exact match on both tasks against each recipe's knob (one panel per knob: t, density, lambda), with A's
-    and B's own scores as dotted lines; False if no row has a knob."""
-    swept = [r for r in rows if r.get("knob") and r.get("value") is not None]
-    if not swept:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    knobs = sorted({r["knob"] for r in swept})
-    fig, axes = plt.subplots(1, len(knobs), figsize=(6.5 * len(knobs), 4), squeeze=False)
-    for ax, knob in zip(axes[0], knobs, strict=True):
-        recipes = list(dict.fromkeys(r["recipe"] for r in swept if r["knob"] == knob))
-        for i, recipe in enumerate(recipes):  # markers differ too: two recipes can give the same scores
-            points = sorted(((r["value"], r["scores"]) for r in swept if r["recipe"] == recipe), key=lambda p: p[0])
-            xs = [x for x, _ in points]
-            for task, style in (("extract", "-"), ("describe", "--")):
-                ax.plot(xs, [100 * s[task]["exact_match"] for _, s in points], style, marker="osx^vD"[i % 6],
-                        markersize=9 - 3 * (i % 2), color=f"C{i}", label=f"{recipe}: {task}")
-        for own, label in ((a_own, "A on extract"), (b_own, "B on describe")):
-            if own is not None:
-                ax.axhline(100 * own, color="gray", linestyle=":", linewidth=1)
-                ax.text(ax.get_xlim()[0], 100 * own, f" {label}", color="gray", va="bottom", fontsize=8)
-        ax.set_xlabel(knob + (" (0 = A, 1 = B)" if knob == "t" else ""))
-        ax.set_ylabel("exact match, %")
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+def write_results(output_dir, results: dict, table: str, also: str = "") -> None:
+    """Write `results` to results.json and `table` (markdown) to results.md in `output_dir` (made if missing), and
+    print where; `also` names other files the script wrote there, for the same line."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    print(f"wrote {out / 'results.json'}, results.md" + (f", {also}" if also else ""))

@@ -19,6 +19,10 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ftlab.errors import LearnerError, fail, one_line, show_learner_errors
+
+show_learner_errors()  # an uncaught LearnerError (data, model, config, platform) ends the run as one `error:` line
+
 # On an Apple GPU, an operation MPS lacks runs on the CPU instead of stopping the run (set before torch loads).
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 # A console or log file in a legacy encoding (Windows' cp1252) prints "?" for a name it cannot show, not a crash.
@@ -53,34 +57,37 @@ for _name, _text in HARMLESS.items():
     logging.getLogger(_name).addFilter(_DropMessage(_text))
 
 
-class ConfigError(ValueError):
+class ConfigError(LearnerError, ValueError):
     """Bad input from the config file or the command line; the message is the one line a learner sees."""
-
-
-def fail(message: str):
-    """Stop the script with one line on stderr, exit status 1."""
-    raise SystemExit(f"error: {message}")
 
 
 # ---- The arguments every lesson script shares (each adds its own in a subclass) ---------------------------
 @dataclass
-class TaskArguments:
+class EvalArguments:
+    """What every script that scores the task shares: the eval sets, the answer budget, the output folder's rule."""
+
+    eval_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_eval.jsonl (describe_eval for --task describe)"})
+    eval_samples: int = field(default=40, metadata={"help": "synthetic eval examples used (0 = all): scores (and eval loss)"})
+    handwritten_file: str | None = field(
+        default=None, metadata={"help": "hand-written eval set (text + answer); default data/handwritten_eval.jsonl, "
+                                        "'none' to skip"})
+    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
+
+
+@dataclass
+class TaskArguments(EvalArguments):
+    """What every training script shares: the task and its files, the forgetting probe, scoring before, resuming."""
+
     task: str = field(default="extract", metadata={
         "help": "extract (text -> JSON, every folder's task) or describe (JSON -> one sentence, the second skill "
                 "07_model_merging merges in); picks the default data files and the metric",
         "choices": ("extract", "describe")})
     train_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_train.jsonl (describe_train for --task describe)"})
-    eval_file: str | None = field(default=None, metadata={"help": "SFT JSONL file; default data/sft_eval.jsonl (describe_eval for --task describe)"})
-    eval_samples: int = field(default=40, metadata={"help": "synthetic eval examples used (0 = all): eval loss + scores"})
-    handwritten_file: str | None = field(
-        default=None, metadata={"help": "hand-written eval set (text + answer); default data/handwritten_eval.jsonl, "
-                                        "'none' to skip"})
     probe_file: str | None = field(
         default=None, metadata={"help": "general questions asked before and after (forgetting probe); default "
                                         "data/general_probe.jsonl, 'none' to skip"})
-    max_new_tokens: int = field(default=80, metadata={"help": "generation budget per answer (ours need <= 70)"})
     eval_before: bool = field(default=True, metadata={"help": "score the untrained model first"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete a non-empty output_dir first"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in output_dir"})
 
 
@@ -199,7 +206,7 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
     except PlatformError as e:
         fail(str(e))
     except (ConfigError, ValueError) as e:  # ValueError: unknown key, or a value a library's own check refuses
-        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        fail(one_line(e))
     for training in (c for c in parsed if hasattr(c, "use_cpu")):
         precision = precision_name(training.bf16, training.fp16)
         why = choice.why if precision == choice.precision else "as configured"
@@ -233,7 +240,7 @@ def follow_the_card(parsed, choice) -> list[str]:
 # ---- The output folder ---------------------------------------------------------------------------------
 def prepare_output_dir(output_dir: str, *, overwrite: bool, resume: bool) -> Path:
     """Never train over someone's results by accident: a non-empty folder needs --overwrite_output_dir true
-    (which deletes it) or --resume true (which continues from its last checkpoint-*)."""
+    (which deletes it) or --resume true (which continues from its last checkpoint-*). Returns the folder, made."""
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(output_dir)
@@ -245,4 +252,30 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool, resume: bool) -> Pat
             fail(f"output_dir {out} is not empty; pass --overwrite_output_dir true to replace it "
                  "or --resume true to continue it")
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+# ---- Under a launcher (accelerate, torchrun, deepspeed): one process per device ----------------------------
+def quiet_other_processes(training_args) -> bool:
+    """True in the first process. The others train silently (their stdout goes nowhere): one copy of every line,
+    as on one device. Without a launcher there is one process, the first."""
+    main_process = training_args.process_index == 0
+    if not main_process:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    return main_process
+
+
+def prepare_shared_output_dir(training_args, *, overwrite: bool, resume: bool) -> Path:
+    """`prepare_output_dir` for every process of a run: the first clears and makes the folder, the others wait
+    for it and then find it so (instead of each clearing what another has begun to write)."""
+    with training_args.main_process_first():
+        return prepare_output_dir(training_args.output_dir, overwrite=overwrite, resume=resume)
+
+
+def end_processes() -> None:
+    """Under a launcher, stop the process group's threads before Python exits; in one process, nothing to do."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

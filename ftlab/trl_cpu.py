@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from trl import SFTTrainer as TRLSFTTrainer
 
 from ftlab.models import has_soft_prompt
+from ftlab.private_apis import TRL_LOGPROB_KERNEL, check
 
 
 # ---- 1. The log-probabilities every TRL trainer asks for, on any device ------------------------------------
@@ -58,6 +59,11 @@ class LogProbsOnAnyDevice:
     def __init__(self, triton_kernel):
         self.triton_kernel = triton_kernel  # None where Triton is not installed (macOS, Windows)
 
+    @property
+    def ftlab_replaces(self):
+        """TRL's own object in this place, which `ftlab.private_apis` checks the signature of."""
+        return self.triton_kernel
+
     def apply(self, hidden, *args):
         if self.triton_kernel is not None and hidden.device.type in ("cuda", "xpu"):
             return self.triton_kernel.apply(hidden, *args)
@@ -65,11 +71,14 @@ class LogProbsOnAnyDevice:
 
 
 def install() -> None:
-    """Make every TRL trainer's fused log-probabilities work on this machine's device (idempotent)."""
-    from trl.trainer import utils
+    """Make every TRL trainer's fused log-probabilities work on this machine's device (idempotent).
 
-    if not isinstance(utils._ChunkedLogProbFunction, LogProbsOnAnyDevice):
-        utils._ChunkedLogProbFunction = LogProbsOnAnyDevice(utils._ChunkedLogProbFunction)
+    First checks the TRL internals this module uses (`ftlab.private_apis`, once per process): a TRL that
+    renamed or reshaped them stops here with one line, not a wrong loss or a crash deep inside training."""
+    check("trl")
+    kernel = TRL_LOGPROB_KERNEL.get()
+    if not isinstance(kernel, LogProbsOnAnyDevice):
+        TRL_LOGPROB_KERNEL.set(LogProbsOnAnyDevice(kernel))
 
 
 def triton_runs_on(device: torch.device) -> bool:
@@ -77,9 +86,7 @@ def triton_runs_on(device: torch.device) -> bool:
 
     Not on a CPU, and not on a Mac at all: Triton has no macOS wheels, so there TRL's kernel is `None`
     and the PyTorch path above runs, on the CPU and on the Apple GPU (mps) alike."""
-    from trl.trainer import utils
-
-    kernel = utils._ChunkedLogProbFunction
+    kernel = TRL_LOGPROB_KERNEL.get()
     return device.type in ("cuda", "xpu") and getattr(kernel, "triton_kernel", kernel) is not None
 
 
@@ -134,7 +141,10 @@ def loss_on_labelled_tokens(model, inputs: dict, num_items_in_batch=None) -> tup
 
 
 class SFTTrainer(TRLSFTTrainer):
-    """TRL's SFTTrainer, with the faster CPU path above for the plain next-token loss (`loss_type: nll`)."""
+    """TRL's SFTTrainer, with the faster CPU path above for the plain next-token loss (`loss_type: nll`).
+
+    It reads and updates TRL's own `self._metrics`, `self._total_train_tokens` and `self.aux_loss_enabled`: TRL
+    internals, listed in `ftlab.private_apis` and checked (by `install()`) before the trainer is built."""
 
     def __init__(self, *args, **kwargs):
         install()  # every other case (a GPU, `dft`, label smoothing, a soft prompt) is TRL's own code

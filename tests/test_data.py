@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -53,6 +55,15 @@ def test_same_seed_gives_identical_bytes(tmp_path, capsys):
     assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
 
 
+def test_runs_as_a_script_from_any_folder(tmp_path, capsys):
+    """`python3 data/generate.py`, run from another folder, finds its package (data/generator/) and ftlab by
+    itself, and writes what the loaded module writes."""
+    subprocess.run([sys.executable, str(DATA_DIR / "generate.py"), "--seed", "3", "--out", str(tmp_path / "a"),
+                    *SMALL], cwd=tmp_path, check=True, capture_output=True)
+    gen.main(["--seed", "3", "--out", str(tmp_path / "b"), *SMALL])
+    assert file_bytes(tmp_path / "a") == file_bytes(tmp_path / "b")
+
+
 def test_different_seed_gives_different_data(tmp_path, capsys):
     gen.main(["--seed", "3", "--out", str(tmp_path / "a"), *SMALL])
     gen.main(["--seed", "4", "--out", str(tmp_path / "b"), *SMALL])
@@ -62,10 +73,18 @@ def test_different_seed_gives_different_data(tmp_path, capsys):
 
 def test_committed_files_match_a_fresh_generation(tmp_path, capsys):
     gen.main(["--out", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{split}.jsonl" for split in SPLITS)
     fresh, committed = file_bytes(tmp_path), file_bytes(DATA_DIR)
     for split in SPLITS:
         assert committed[split] == fresh[split], \
             f"data/{split}.jsonl is stale or hand-edited: run python3 data/generate.py"
+
+
+def test_every_vocab_file_is_read():
+    """The generator's tables live in data/vocab/*.json: none may lie there unread (and vocab() refuses a file
+    holding a table the generator does not read)."""
+    on_disk = sorted(path.stem for path in (DATA_DIR / "vocab").glob("*.json"))
+    assert on_disk and sorted(gen.VOCAB_READ) == on_disk
 
 
 # --- Valid.

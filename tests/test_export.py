@@ -171,6 +171,11 @@ def test_export_errors_are_one_line(tiny_model, tmp_path):
     result = run_script("09_export/export.py", "--config", "09_export/export.yaml", "--model_name_or_path",
                         str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "o"))
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: ")
+    untrained = tmp_path / "runs" / "02_sft"  # the default model, before `make demo`: the error says to train it
+    result = run_script("09_export/export.py", "--config", "09_export/export.yaml", "--model_name_or_path",
+                        str(untrained), "--output_dir", str(tmp_path / "o"), "--gguf_types", "none")
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"error: {untrained} does not exist; train it first: make demo"]
     result = run_script("09_export/export.py", "--config", "09_export/export.yaml", "--model_name_or_path",
                         str(tiny_model), "--output_dir", str(tmp_path / "o"), "--gguf_types", "q3_k")
     assert result.returncode == 1 and "unknown ['q3_k']" in result.stderr
@@ -194,11 +199,16 @@ def test_set_adapter_switches_to_each_adapter_alone(tiny_model, adapters):
     assert not torch.allclose(alone[0], alone[1], atol=1e-3)
 
 
+def serve_adapters(adapters, out) -> subprocess.CompletedProcess:
+    """serve_adapters.py with the two adapters as extract and describe: 2 requests each, in fp32, 8 new tokens."""
+    return run_script("09_export/serve_adapters.py", "--config", "09_export/serve_adapters.yaml", "--adapters",
+                      f"extract={adapters[0]}", f"describe={adapters[1]}", "--requests", "2", "--dtype", "float32",
+                      "--max_new_tokens", "8", "--output_dir", str(out))
+
+
 def test_serve_adapters_script(adapters, tmp_path):
     out = tmp_path / "serve"
-    result = run_script("09_export/serve_adapters.py", "--config", "09_export/serve_adapters.yaml", "--adapters",
-                        f"extract={adapters[0]}", f"describe={adapters[1]}", "--requests", "2", "--dtype", "float32",
-                        "--max_new_tokens", "8", "--output_dir", str(out))
+    result = serve_adapters(adapters, out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("device: cpu, float32 (")  # --dtype float32 wins over the device's format
     results = json.loads((out / "results.json").read_text())
@@ -212,6 +222,10 @@ def test_serve_adapters_script(adapters, tmp_path):
     bad = run_script("09_export/serve_adapters.py", "--config", "09_export/serve_adapters.yaml", "--adapters",
                      f"translate={adapters[0]}", "--output_dir", str(tmp_path / "bad"))
     assert bad.returncode == 1 and "TASK=FOLDER" in bad.stderr
+    missing = run_script("09_export/serve_adapters.py", "--config", "09_export/serve_adapters.yaml", "--adapters",
+                         f"extract={tmp_path / 'nope'}", "--output_dir", str(tmp_path / "bad"))
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'} does not exist; train it first (see this script's docstring)"]
 
 
 # ---- GGUF: the converter and llama.cpp's loader ------------------------------------------------------------------
@@ -307,9 +321,7 @@ def test_export_scores_on_the_gpu(tiny_model, adapters, tmp_path):
 @pytest.mark.gpu
 def test_serve_adapters_on_the_gpu_counts_gpu_memory(adapters, tmp_path):
     out = tmp_path / "serve"
-    result = run_script("09_export/serve_adapters.py", "--config", "09_export/serve_adapters.yaml", "--adapters",
-                        f"extract={adapters[0]}", f"describe={adapters[1]}", "--requests", "2", "--dtype", "float32",
-                        "--max_new_tokens", "8", "--output_dir", str(out))
+    result = serve_adapters(adapters, out)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["device"] == "cuda" and all(r["same_answers"] == 2 for r in results["rows"])

@@ -5,7 +5,7 @@ hides CUDA from the default suite). Each run is test-sized (the tiny models of c
 file takes a few minutes on one H100. What each kind of test proves:
 
 - **The parameters were on the GPU while training**: `metrics["parameters_trained_on"] == "cuda"` is the set of
-  devices of the trainable parameters seen at every optimizer step (ftlab/report.py's `RecordParameterDevices`).
+  devices of the trainable parameters seen at every optimizer step (ftlab/resources.py's `RecordParameterDevices`).
   `memory_device == "cuda"` alone proved nothing: CUDA memory used to be read whenever a GPU was visible.
 - **The same training as on the CPU**: the losses of the recorded 4-step runs of 02_sft and 01 (tests/test_sft.py,
   test_full_finetuning.py; also 01 under DeepSpeed) in fp32 on CUDA equal the CPU's within `FP32_TOLERANCE`, and
@@ -175,11 +175,11 @@ def test_sft_in_fp32_on_cuda_matches_the_cpu_recorded_losses(tiny_model, tmp_pat
 
 # ---- 02 with Liger: which kernels it replaces under TRL 1.15 ---------------------------------------------------------
 # A script run with spies: it counts calls of the functions named in SPIES (and the devices of their tensors) and,
-# right after `timed_train` returns, writes what it saw to $SPY_REPORT. The script itself runs unchanged (runpy).
+# right after `trainer.train()` returns, writes what it saw to $SPY_REPORT. The script itself runs unchanged (runpy).
 SPY_RUNNER = """
 import json, os, runpy, sys
 import torch
-import ftlab.report
+import transformers
 
 CALLS, DEVICES = {}, {}
 
@@ -197,12 +197,12 @@ def counted(name, fn):
 
 %(spies)s
 
-_timed_train = ftlab.report.timed_train
+_train = transformers.Trainer.train
 
 
-def timed_train(trainer, resume=False):
+def train(trainer, *args, **kwargs):
     start = dict(CALLS)
-    seconds = _timed_train(trainer, resume)
+    result = _train(trainer, *args, **kwargs)
     model = trainer.model
     report = {"calls_during_training": {k: CALLS[k] - start[k] for k in CALLS},
               "devices": {k: sorted(v) for k, v in DEVICES.items()},
@@ -211,10 +211,10 @@ def timed_train(trainer, resume=False):
               "liger_kernel_config": trainer.args.liger_kernel_config}
     with open(os.environ["SPY_REPORT"], "w") as f:
         json.dump(report, f, indent=1)
-    return seconds
+    return result
 
 
-ftlab.report.timed_train = timed_train  # the scripts import it from ftlab.report inside main(), after this
+transformers.Trainer.train = train  # every TRL trainer inherits it; the script calls trainer.train() after this
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -97,3 +97,16 @@ def test_zero3_trains_and_its_checkpoint_reloads_into_a_plain_model(tiny_model, 
     assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied to the embeddings
     before = load_file(tiny_model / "model.safetensors")
     assert not torch.equal(plain.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_only_the_first_process_prints(monkeypatch):
+    """`quiet_other_processes`: every process but the first sends its stdout nowhere, so a launch prints one copy."""
+    from types import SimpleNamespace
+
+    from ftlab.startup import quiet_other_processes
+
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back after the test
+    first = sys.stdout
+    assert quiet_other_processes(SimpleNamespace(process_index=0)) is True and sys.stdout is first
+    assert quiet_other_processes(SimpleNamespace(process_index=1)) is False and sys.stdout.name == os.devnull
+    sys.stdout.close()

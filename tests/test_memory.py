@@ -297,7 +297,7 @@ def test_the_lora_rank_costs_exactly_what_the_formula_says(precision):
 
 @pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
 def test_a_trainer_is_read_for_its_own_budget(tiny_model, tmp_path, peft):
-    """What `timed_train` prints at the start of a CUDA run: the estimate from the trainer's live model and arguments
+    """What `measure_training` prints before a CUDA run trains: the estimate from the trainer's live model and arguments
     (exact trainable count after PEFT), with a verdict for a 16 GB T4 and a 24 GB card."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
@@ -314,3 +314,35 @@ def test_a_trainer_is_read_for_its_own_budget(tiny_model, tmp_path, peft):
     expected = estimate_training(model, method=method, precision="fp32", batch=3, seq=512, gradient_checkpointing=True)
     assert f"{expected.total / 1e9:.1f} GB to train" in report and f"({method}, fp32, adamw, batch 3 x 512 tokens" in report
     assert "16 GB (T4): yes" in report and "24 GB: yes" in report
+
+
+@pytest.mark.parametrize("dtype, bf16, zero, precision", [
+    ("float32", False, None, "fp32"), ("auto", False, None, "fp32"), (None, True, None, "mixed"),
+    ("float32", True, 2, "mixed16"), ("bfloat16", True, None, "bf16"), ("bfloat16", True, 3, "bf16")])
+def test_a_runs_precision_follows_its_weights_autocast_and_deepspeed(dtype, bf16, zero, precision):
+    """fp32 weights under autocast are mixed, under DeepSpeed's mixed precision mixed16; 16-bit weights are bf16."""
+    from types import SimpleNamespace
+
+    training_args = SimpleNamespace(bf16=bf16, fp16=False,
+                                    deepspeed_plugin=None if zero is None else SimpleNamespace(zero_stage=zero))
+    assert memory.training_precision(SimpleNamespace(dtype=dtype), training_args) == precision
+
+
+def test_a_runs_budget_is_read_from_its_arguments(tmp_path):
+    """01_full_finetuning's budget: precision, optimizer, batch, checkpointing, ZeRO stage and processes come from
+    the run's arguments (a DeepSpeed plugin's stage, or 0 without one); method, seq and trainable as given."""
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+
+    config, model_args = tiny_config(), SimpleNamespace(dtype="float32")
+    launched = SimpleNamespace(bf16=True, fp16=False, deepspeed_plugin=SimpleNamespace(zero_stage="2"),
+                               optim="adamw_bnb_8bit", per_device_train_batch_size=4, gradient_checkpointing=True,
+                               world_size=2)
+    b = memory.training_budget_for(config, launched, model_args, method="partial", seq=64, trainable=1000)
+    assert b == estimate_training(config, method="partial", precision="mixed16", optimizer="adamw_8bit", batch=4,
+                                  seq=64, gradient_checkpointing=True, trainable=1000, zero_stage=2, gpus=2)
+    plain = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=3,
+                              report_to=[])
+    assert memory.training_budget_for(config, plain, model_args, seq=32) == estimate_training(
+        config, precision="fp32", optimizer="adamw", batch=3, seq=32)

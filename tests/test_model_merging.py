@@ -147,7 +147,7 @@ def test_score_both_tasks_scores_in_the_format_of_the_device_the_model_is_on(mod
                                                                              monkeypatch):
     from types import SimpleNamespace
 
-    import ftlab.evaluation
+    import ftlab.merge_experiments
     import ftlab.platforms
 
     seen = {}
@@ -158,9 +158,9 @@ def test_score_both_tasks_scores_in_the_format_of_the_device_the_model_is_on(mod
 
     monkeypatch.setattr(ftlab.platforms, "detect", lambda: ftlab.platforms.Hardware(
         cuda=True, cuda_capability=card, cuda_name="GPU", cuda_count=1, cpu_bf16=cpu_bf16))
-    monkeypatch.setattr(ftlab.evaluation, "evaluate_all", evaluate_all)
+    monkeypatch.setattr(ftlab.merge_experiments, "evaluate_all", evaluate_all)
     model = SimpleNamespace(device=torch.device(model_on))
-    ftlab.evaluation.score_both_tasks("m", model, None, {"extract": [], "describe": []})
+    ftlab.merge_experiments.score_both_tasks("m", model, None, {"extract": [], "describe": []})
     assert (seen["bf16"], seen["fp16"]) == expected
 
 

@@ -13,9 +13,10 @@ from conftest import interrupted_at_step_2, run_script
 from safetensors.torch import load_file
 
 from ftlab.platforms import installed
-from ftlab.report import count_parameters
+from ftlab.resources import count_parameters
 
 SCRIPT = "06_qlora/train.py"
+UNSLOTH = "05_peft_lora/train_unsloth.py"  # run with 06's config, it is this lesson's Unsloth variant (README)
 # Recorded on the CPU with OMP_NUM_THREADS=1: 4 steps, lr 1e-2, r 4, alpha 8, fp32 compute over NF4 weights.
 EXPECTED_LOSSES = [6.2609, 6.2569, 6.2237, 6.1737]
 
@@ -146,11 +147,12 @@ def test_refusals_are_one_line(tiny_model_64, tmp_path, args, says):
 
 @pytest.mark.skipif(not installed("unsloth"), reason="Unsloth installs on Linux only (it needs Triton)")
 def test_unsloth_qlora_trains_the_4bit_base_on_the_cpu_after_scoring(tiny_model_64, tmp_path):
-    """train_unsloth.py with 06's config. The issue expected a refusal on a CPU; measured, Unsloth's CPU fallback
-    loads bitsandbytes NF4 layers and trains them, so it trains, and the eval-mode trap is avoided as in train.py:
-    the base is scored first and every adapter's B matrix (zero at the start) ends up non-zero, even in layer 0."""
+    """06's Unsloth command: 05's train_unsloth.py with 06's config. The issue expected a refusal on a CPU; measured,
+    Unsloth's CPU fallback loads bitsandbytes NF4 layers and trains them, so it trains, and the eval-mode trap is
+    avoided as in train.py: the base is scored first and every adapter's B matrix (zero at the start) ends up
+    non-zero, even in layer 0."""
     out = tmp_path / "unsloth"
-    result = run_script("06_qlora/train_unsloth.py", "--config", "06_qlora/config.yaml", "--model_name_or_path",
+    result = run_script(UNSLOTH, "--config", "06_qlora/config.yaml", "--model_name_or_path",
                         str(tiny_model_64), "--output_dir", str(out), "--dtype", "float32", "--bf16", "false",
                         "--max_steps", "4", "--learning_rate", "1e-2", "--lora_r", "4", "--lora_alpha", "8",
                         "--logging_steps", "1", "--save_strategy", "no", "--eval_samples", "4",
@@ -158,6 +160,7 @@ def test_unsloth_qlora_trains_the_4bit_base_on_the_cpu_after_scoring(tiny_model_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "4-bit = True" in result.stdout + result.stderr and "unsloth qlora:" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["technique"] == "06_qlora (Unsloth QLoRA)" and metrics["peft_method"] == "qlora (unsloth)"
     assert metrics["before"] is not None and len(metrics["train_losses"]) == 4
     assert metrics["train_losses"][-1] < metrics["train_losses"][0]
     adapter = load_file(out / "adapter_model.safetensors")
@@ -167,16 +170,11 @@ def test_unsloth_qlora_trains_the_4bit_base_on_the_cpu_after_scoring(tiny_model_
     assert all(t.dtype == torch.float32 for t in merged.values())  # merged into a full-precision reload
 
 
-def test_unsloth_qlora_refuses_a_16bit_base(tmp_path):
-    result = run_script("06_qlora/train_unsloth.py", "--config", "06_qlora/config.yaml", "--load_in_4bit", "false")
-    assert result.returncode == 1 and "for 16-bit LoRA through Unsloth run 05" in result.stderr.strip().splitlines()[-1]
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("script, extra", [
     ("06_qlora/train.py", []),
     ("06_qlora/train.py", ["--use_liger_kernel", "true"]),
-    ("06_qlora/train_unsloth.py", []),
+    (UNSLOTH, []),  # 06's Unsloth command: 05's script with 06's config
 ])
 def test_gpu_qlora_trains_with_paged_8bit_adamw(tiny_model_64, tmp_path, script, extra):
     """On CUDA: bf16 compute, the paged 8-bit optimizer, and (as a switch) Liger's kernels; Unsloth's GPU path."""

@@ -290,6 +290,9 @@ def test_qat_script_compares_with_ptq_on_the_same_budget(tiny_model, tmp_path):
 @pytest.mark.parametrize("script, args, says", [
     ("quantize.py", ["--methods", "bf16", "gptq"], "--methods: unknown ['gptq']"),
     ("quantize.py", ["--model_name_or_path", "runs/02_sft_missing"], "make demo"),
+    ("train_qat.py", ["--model_name_or_path", "runs/02_sft_missing"], "make demo"),
+    ("formats.py", ["--model_name_or_path", "./no_such_model"], "model path not found: ./no_such_model"),
+    ("formats.py", ["--formats", "fp16", "fp12"], "--formats: unknown ['fp12']"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, script, args, says):
     config = "08_quantization/" + script.replace(".py", ".yaml")

@@ -93,6 +93,7 @@ def test_resume_continues_from_the_checkpoint(run, tiny_model, tmp_path):
     resumed = interrupted_at_step_2(out, tmp_path)
     again = train(tiny_model, resumed, "--resume", "true", "--eval_before", "false")
     assert again["train_losses"] == pytest.approx(metrics["train_losses"], abs=1e-5)
+    assert again["before"] is None and again["train_tokens"] is None  # tokens of a part-run would mislead: none
     state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
 

@@ -169,15 +169,15 @@ def test_max_steps_minus_one_still_means_epochs(tmp_path):
 
 def test_output_dir_protection(tmp_path):
     out = tmp_path / "run"
-    assert startup.prepare_output_dir(str(out), overwrite=False, resume=False) == out  # absent: fine
-    out.mkdir()
+    assert startup.prepare_output_dir(str(out), overwrite=False, resume=False) == out  # absent: fine, and made
+    assert out.is_dir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(SystemExit, match="not empty"):
         startup.prepare_output_dir(str(out), overwrite=False, resume=False)
     with pytest.raises(SystemExit, match="no checkpoint"):
         startup.prepare_output_dir(str(out), overwrite=False, resume=True)
     startup.prepare_output_dir(str(out), overwrite=True, resume=False)
-    assert not out.exists()
+    assert out.is_dir() and not any(out.iterdir())  # emptied
 
 
 @pytest.mark.parametrize("logger_name", sorted(startup.HARMLESS))

@@ -59,16 +59,15 @@ def load_model(run_dir: Path, args):
     """(base, model, tokenizer): `model` is what LLaMA-Factory trained, `base` what it started from (None for a
     full run without --base_model). An adapter is put onto its base; a full run's folder is the model itself."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftlab.models import ModelNotFound, resolve_model
+    from ftlab.quantization import nf4_config
 
     adapter = (run_dir / "adapter_config.json").is_file()
     base_ref = args.base_model or (json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
                                    if adapter else None)
-    quantized = {"quantization_config": BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16)} if args.load_in_4bit else {}
+    quantized = {"quantization_config": nf4_config(torch.bfloat16)} if args.load_in_4bit else {}
     try:  # fp32 weights (bf16 autocast while generating, where the CPU or GPU multiplies it natively)
         base = AutoModelForCausalLM.from_pretrained(resolve_model(base_ref), dtype=torch.float32, **quantized) \
             if base_ref else None
@@ -113,11 +112,11 @@ def main():
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from ftlab.data import DataError, load_preference, load_task
+    from ftlab.data import load_preference, load_task
     from ftlab.evaluation import score_task
     from ftlab.metrics import accuracy_by_kind
     from ftlab.platforms import choose_to_run
-    from ftlab.report import save_metrics, summarize
+    from ftlab.report import run_facts, save_metrics, write_summary
 
     base, model, tokenizer = load_model(run_dir, args)
     technique = args.technique or f"llamafactory {run_dir.name}"
@@ -145,10 +144,7 @@ def main():
         return
 
     # ---- A model or an adapter: the task's eval sets, greedily, before (optional) and after ------------------
-    try:
-        data = load_task(args)
-    except DataError as e:
-        fail(e)
+    data = load_task(args)
     choice = choose_to_run(use_cpu=True)  # the models are loaded on the CPU: its number format, not a GPU's
 
     settings = SimpleNamespace(per_device_eval_batch_size=args.per_device_eval_batch_size, bf16=choice.bf16,
@@ -160,16 +156,15 @@ def main():
 
     if args.eval_before and base is None:
         fail("--eval_before true on a full run needs --base_model (the model the run started from)")
-    before, before_answers = score("before", base) if args.eval_before else (None, None)
+    before = score("before", base) if args.eval_before else None
     model = model or PeftModel.from_pretrained(base, run_dir)
-    after, after_answers = score("after", model)
+    after = score("after", model)
     trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) if base is not None and \
         isinstance(model, PeftModel) else sum(p.numel() for p in model.parameters())
     total = sum(p.numel() for p in model.parameters())
-    summarize(str(run_dir), technique, before, after, train_seconds=results["train_runtime"],
-              parameters=(trainable, total), log_history=log_history, eval_sets=data.eval_sets,
-              questions=data.questions, answers={"before": before_answers, "after": after_answers},
-              tokens_seen=state.get("num_input_tokens_seen") or None, extra=facts)
+    facts = {**run_facts(results["train_runtime"], (trainable, total), log_history,
+                         state.get("num_input_tokens_seen") or None), **facts}
+    write_summary(str(run_dir), technique, before, after, facts, data, log_history)
 
 
 if __name__ == "__main__":
