@@ -58,6 +58,7 @@ def main():
 
     from transformers import DataCollatorForLanguageModeling, Trainer
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.memory import format_table, training_budget_for
@@ -109,6 +110,7 @@ def main():
 
     # ---- 6. Train, and see what it used beside the estimate (the weights were in memory already) ----------------
     held_before = memory_in_use()
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
     memory = compare_with_estimate(held_before, budget)

@@ -48,6 +48,7 @@ def main():
 
     from trl import get_peft_config
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm
@@ -85,6 +86,7 @@ def main():
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),  # None unless --use_peft
     )
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

@@ -71,6 +71,7 @@ def main():
     from trl import get_peft_config
     from trl.data_utils import unpair_preference_dataset
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_preference, load_task, preference_dataset
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm
@@ -100,6 +101,7 @@ def main():
     # ---- 5. Train ---------------------------------------------------------------------------------------------
     trainer = trainer_class(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                             processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
     preference_eval = trainer.evaluate()  # implicit-reward accuracy and margin on the held-out pairs

@@ -74,6 +74,7 @@ def main():
 
     from trl import RewardTrainer, get_peft_config
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_preference, preference_dataset
     from ftlab.metrics import accuracy_by_kind
     from ftlab.models import load_causal_lm
@@ -105,6 +106,7 @@ def main():
     print(f"before: pairwise accuracy {before['all']:.0%} on {len(held_out)} held-out pairs")
 
     # ---- 5. Train -------------------------------------------------------------------------------------
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

@@ -97,6 +97,7 @@ def main():
 
     from trl import get_peft_config
 
+    from ftlab.checkpoints import protect
     from ftlab.data import DATA_DIR, load_task, read_jsonl
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm
@@ -127,6 +128,7 @@ def main():
     trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=training_args,
                             train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
                             peft_config=get_peft_config(model_args))
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

@@ -53,6 +53,7 @@ def main():
 
     from trl import get_peft_config
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm
@@ -118,6 +119,7 @@ def main():
                          processing_class=tokenizer, peft_config=get_peft_config(model_args))
     model = trainer.model  # with --use_peft, the PEFT model around the MoE
     print(f"router_aux_loss_coef: {trainer.router_aux_loss_coef} (aux loss {'on' if trainer.aux_loss_enabled else 'off'})")
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

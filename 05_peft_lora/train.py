@@ -69,6 +69,7 @@ def main():
 
     from peft import get_peft_model
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm, save_adapter
@@ -107,6 +108,7 @@ def main():
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset,
                          processing_class=tokenizer)
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

@@ -58,6 +58,7 @@ def main():
     if script_args.peft_method != "lora" or script_args.init_lora_weights.lower() != "true" or model_args.use_dora:
         fail("train_unsloth.py trains plain LoRA: soft prompts, PiSSA/OLoRA and DoRA are in train.py")
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.models import merge_saved_adapter, resolve_model, save_adapter
@@ -109,6 +110,7 @@ def main():
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset,
                          processing_class=tokenizer)
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

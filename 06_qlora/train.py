@@ -46,6 +46,7 @@ def main():
     from transformers.training_args import OptimizerNames
     from trl import get_peft_config
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm, merge_saved_adapter, save_adapter
@@ -108,6 +109,7 @@ def main():
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset,
                          processing_class=tokenizer)
+    protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 

@@ -59,6 +59,7 @@ def main():
     from torchao.quantization import quantize_
     from torchao.quantization.qat import QATConfig
 
+    from ftlab.checkpoints import protect
     from ftlab.data import load_task
     from ftlab.evaluation import score_task
     from ftlab.models import load_causal_lm
@@ -95,6 +96,7 @@ def main():
     if script_args.compare_plain:
         model, tokenizer = load_causal_lm(model_args, training_args.device)
         trainer = new_trainer(model, tokenizer)
+        protect(trainer, resumable=False)  # Ctrl-C stops cleanly, a NaN loss stops (ftlab/checkpoints.py)
         measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
         result = trainer.train()
         plain_seconds = result.metrics["train_runtime"]
@@ -110,6 +112,7 @@ def main():
     quantize_(model, QATConfig(base(), step="prepare"), filter_fn=transformer_linears)
     parameters = count_parameters(model)
     trainer = new_trainer(model, tokenizer)
+    protect(trainer, resumable=False)
     measure_training(trainer)  # again: the peak memory and devices metrics.json reports are the QAT run's
     result = trainer.train()
     qat_seconds = result.metrics["train_runtime"]

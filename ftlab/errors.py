@@ -5,12 +5,14 @@ meant, a machine that cannot run what was asked: each is raised as a subclass of
 is found (`ftlab.data`, `ftlab.models`, `ftlab.platforms`, `ftlab.startup`). Importing `ftlab.startup`, as every
 script does first, installs `show_learner_errors` as Python's last word on an uncaught exception: a
 `LearnerError` prints as its one line and the script exits with status 1, so no lesson needs a try/except for
-them. Any other exception is a bug, and keeps its full traceback.
+them. So do a Ctrl-C outside training and a disk that filled up (`ftlab.checkpoints`). Any other exception is
+a bug, and keeps its full traceback.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -39,6 +41,19 @@ def show_learner_errors() -> None:
     def print_learner_error(kind, error, traceback):
         if issubclass(kind, LearnerError):
             print(f"error: {one_line(error)}", file=sys.stderr)
+            return
+        try:  # a run's own faults (ftlab/checkpoints.py): Ctrl-C, a full disk
+            from ftlab import checkpoints
+        except ImportError:
+            checkpoints = None
+        out = checkpoints and checkpoints.RUN.get("output_dir")
+        lead = "\n" if out else ""  # during training: after the progress bar, on a line of its own
+        if checkpoints and issubclass(kind, KeyboardInterrupt):  # Ctrl-C outside training, or twice during it
+            last = checkpoints.newest_checkpoint(Path(out)) if out else None
+            print(f"{lead}error: stopped (Ctrl-C)" + (f"; the last checkpoint is {last}" if last else ""),
+                  file=sys.stderr)
+        elif checkpoints and (message := checkpoints.disk_full_message(error)):
+            print(f"{lead}error: {message}", file=sys.stderr)
         else:
             previous(kind, error, traceback)
 

