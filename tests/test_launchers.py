@@ -34,6 +34,8 @@ ARGS = ["--config", "01_full_finetuning/config.yaml", "--max_steps", "4", "--lea
 
 def launch(launcher: list[str], model, out, *extra) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           # unbuffered: a process that aborts at exit (see aborted_after_finishing) keeps what it printed
+           "PYTHONUNBUFFERED": "1",
            # DeepSpeed's op build in this environment's own folder: ~/.cache/torch_extensions is shared with every
            # other environment on the machine, which rebuilds it (other paths) while a run here loads it.
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))}
