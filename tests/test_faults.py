@@ -3,6 +3,9 @@ subprocess: killed, killed while saving, a broken checkpoint, Ctrl-C (once and t
 disk that is full before or during training, a loss that turns NaN. Every training script goes through the same
 start-up and `protect(trainer)` (tests/test_lesson_scripts.py checks that each calls them).
 
+Three of them (a half-written checkpoint resumed, a second Ctrl-C, a second run beside a training one) are `slow`:
+the default suite checks the same code in process, and `make test-slow` runs them whole.
+
 Where a fault must land at a moment (a kill after the first checkpoint, a Ctrl-C mid-run), the script runs through a
 small runner that slows each optimizer step (or fakes the full disk) and then runs the script unchanged (runpy).
 """
@@ -143,6 +146,7 @@ def cut(file, keep: int | None = None, drop: int = 64):
         f.truncate(keep if keep is not None else file.stat().st_size - drop)
 
 
+@pytest.mark.slow  # (the check itself runs in the default suite, in process: test_each_file_of_a_checkpoint_is_checked)
 def test_a_half_written_newest_checkpoint_is_set_aside_and_the_one_before_resumes(uninterrupted, tiny_model, tmp_path):
     out = copy_run(uninterrupted, tmp_path)
     newest = out / "checkpoint-4"
@@ -201,6 +205,7 @@ def test_ctrl_c_saves_says_how_to_continue_and_that_command_finishes_the_run(uni
     assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-5)
 
 
+@pytest.mark.slow  # a 3 s step by design
 def test_a_second_ctrl_c_stops_at_once(tiny_model, tmp_path):
     out = tmp_path / "twice"
     process = start("slow", *args(tiny_model, out, "--save_steps", "100", "--max_steps", "50"), step_seconds=3)
@@ -215,6 +220,7 @@ def test_a_second_ctrl_c_stops_at_once(tiny_model, tmp_path):
     assert not list(out.glob("checkpoint-*"))  # stopped before the step could save
 
 
+@pytest.mark.slow  # (a live lock refused before anything is deleted: the default suite's stale-lock test, in process)
 def test_a_second_run_on_the_same_folder_refuses_and_the_first_goes_on(tiny_model, tmp_path):
     out = tmp_path / "shared"
     first = start("slow", *args(tiny_model, out), step_seconds=3)  # still training while the second starts
