@@ -129,8 +129,6 @@ def checkpoint_problem(folder: Path) -> str | None:
     for file in sorted(folder.iterdir()):
         if file.suffix == ".safetensors" and (why := safetensors_problem(file)):
             return f"{file.name} {why}"
-        if file.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(file):
-            return f"{file.name} is not a whole torch file (cut short?)"
         if file.suffix in (".pt", ".pth", ".bin"):
             try:
                 with zipfile.ZipFile(file) as archive:
@@ -158,13 +156,18 @@ def safetensors_problem(file: Path) -> str | None:
     return None
 
 
-def usable_checkpoint(out: Path) -> Path | None:
-    """The newest whole checkpoint-N in `out`; newer broken ones are renamed broken-checkpoint-N, each said in a line."""
+def checkpoints_newest_first(out: Path) -> list[Path]:
+    """The checkpoint-N folders in `out`, highest step first (what transformers would resume from first)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                   if p.is_dir() and p.name.split("-")[1].isdigit())
-    for _, folder in reversed(steps):
+    steps = [(int(p.name.split("-")[1]), p) for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+             if p.is_dir() and p.name.split("-")[1].isdigit()]
+    return [folder for _, folder in sorted(steps, reverse=True)]
+
+
+def usable_checkpoint(out: Path) -> Path | None:
+    """The newest whole checkpoint-N in `out`; newer broken ones are renamed broken-checkpoint-N, each said in a line."""
+    for folder in checkpoints_newest_first(out):
         problem = checkpoint_problem(folder)
         if problem is None:
             return folder
@@ -248,14 +251,10 @@ def disk_full_message(error: BaseException) -> str | None:
 
 def newest_checkpoint(out: Path) -> Path | None:
     """The newest whole checkpoint-N in `out` (checked as `usable_checkpoint` does, without setting any aside)."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
     try:
-        steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                       if p.is_dir() and p.name.split("-")[1].isdigit())
+        return next((folder for folder in checkpoints_newest_first(out) if checkpoint_problem(folder) is None), None)
     except OSError:
         return None
-    return next((folder for _, folder in reversed(steps) if checkpoint_problem(folder) is None), None)
 
 
 class SaveOnCtrlC(TrainerCallback):
