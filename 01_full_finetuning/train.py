@@ -95,7 +95,8 @@ def main():
 
     # ---- 4. The memory this run should need: weights, gradients, optimizer states, activations (ftlab.memory) --
     budget = training_budget_for(model, training_args, model_args, method="partial" if k else "full",
-                                 seq=script_args.block_size, trainable=trainable)
+                                 seq=script_args.block_size, trainable=trainable,
+                                 padded=False)  # packed blocks: no padding, so no mask, and SDPA's k/v stay grouped
     print("memory budget (estimate, per device):\n" + format_table(budget))
 
     # ---- 5. Before: perplexity on held-out prose, and the task ---------------------------------------------

@@ -59,6 +59,41 @@ def trainer_classes(method: str):
     return ORPOConfig, ORPOTrainer
 
 
+def unpaired(dataset, shuffle_seed: int | None = None):
+    """KTO's rows: each pair gives its chosen answer (label True) and its rejected one (label False), interleaved,
+    so every stretch of rows holds both kinds. TRL's `unpair_preference_dataset` lists all the chosen answers,
+    then all the rejected ones, and KTO reads its training rows in order (its KL estimate pairs each row with its
+    neighbour): 20 steps of 8 would see only good answers. Training rows are then shuffled (neighbours from
+    different prompts, for that KL estimate); held-out rows stay in pairs, a pair's two answers side by side."""
+    from datasets import Dataset
+
+    rows = [{"prompt": pair["prompt"], "completion": pair[kind], "label": kind == "chosen"}
+            for pair in dataset for kind in ("chosen", "rejected")]
+    rows = Dataset.from_list(rows)
+    return rows if shuffle_seed is None else rows.shuffle(seed=shuffle_seed)
+
+
+def evaluate_pairs(trainer, method: str, pairs: int) -> tuple[dict, dict]:
+    """The implicit reward on the held-out pairs, one pair per eval batch. TRL averages its metrics over eval
+    batches, not rows: with batches of 32, 32 and 6 pairs, a pair in the last batch would weigh five times one in
+    the others. One pair a batch (KTO: its chosen and its rejected row) makes TRL's mean a mean over pairs, and
+    DPO's and ORPO's accuracy x pairs a count."""
+    args = trainer.args
+    batch_size, args.per_device_eval_batch_size = args.per_device_eval_batch_size, 2 if method == "kto" else 1
+    try:
+        metrics = trainer.evaluate()
+    finally:
+        args.per_device_eval_batch_size = batch_size  # the task scoring's generation batch
+    summary = {"pairs": pairs, "mean_margin": metrics["eval_rewards/margins"]}
+    if "eval_rewards/accuracies" in metrics:  # KTO logs none: it never compares two answers itself
+        summary["chosen_above_rejected"] = round(metrics["eval_rewards/accuracies"] * pairs)
+    line = f"held-out pairs ({pairs}): mean implicit-reward margin {summary['mean_margin']:.3f}"
+    if "chosen_above_rejected" in summary:
+        line += f", chosen above rejected in {summary['chosen_above_rejected']} of {pairs}"
+    print(line)
+    return metrics, summary
+
+
 def main():
     import torch
     from trl import ModelConfig
@@ -69,7 +104,6 @@ def main():
     script_args, training_args, model_args = parse_config(ScriptArguments, config_class, ModelConfig)
 
     from trl import get_peft_config
-    from trl.data_utils import unpair_preference_dataset
 
     from ftlab.checkpoints import protect
     from ftlab.data import load_preference, load_task, preference_dataset
@@ -92,7 +126,7 @@ def main():
     data = load_task(script_args)
     train_dataset, eval_dataset = preference_dataset(train_pairs), preference_dataset(held_out)
     if method == "kto":  # KTO wants single answers marked good (label True) or bad: each pair gives one of each
-        train_dataset, eval_dataset = unpair_preference_dataset(train_dataset), unpair_preference_dataset(eval_dataset)
+        train_dataset, eval_dataset = unpaired(train_dataset, training_args.seed), unpaired(eval_dataset)
     print(f"data: {len(train_dataset)} training rows ({method}), {len(eval_dataset)} held out; {data.describe()}")
 
     # ---- 4. Evaluate the starting model ---------------------------------------------------------------------
@@ -104,15 +138,14 @@ def main():
     protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
-    preference_eval = trainer.evaluate()  # implicit-reward accuracy and margin on the held-out pairs
-    print("held-out pairs: " + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in preference_eval.items()
-                                          if k.startswith("eval_rewards/") or k == "eval_loss"))
+    preference_eval, held_out_pairs = evaluate_pairs(trainer, method, len(held_out))  # implicit reward, per pair
 
     # ---- 6. Evaluate, report, save ----------------------------------------------------------------------------
     after = score_task("after", trainer.model, tokenizer, data, script_args, training_args)
     summarize(f"03_rlhf {method}" + (" (LoRA)" if model_args.use_peft else ""), trainer, result, data, before, after,
               extra={"method": method, "beta": training_args.beta,
-                     "loss_type": getattr(training_args, "loss_type", None), "preference_eval": preference_eval})
+                     "loss_type": getattr(training_args, "loss_type", None), "preference_eval": preference_eval,
+                     "held_out_pairs": held_out_pairs})
     trainer.save_model(training_args.output_dir)  # the whole policy, or only the adapter with --use_peft
     print(f"saved model to {training_args.output_dir}")
 

@@ -96,6 +96,9 @@ def main():
     train_dataset, eval_dataset = preference_dataset(train_pairs), preference_dataset(held_out)
     print(f"data: {len(train_pairs)} training pairs, {len(held_out)} held out")
 
+    if model_args.use_peft:  # LoRA on the body; the new head is random, so it trains in full and is saved with it
+        model_args.lora_task_type = "SEQ_CLS"  # (TRL's default, CAUSAL_LM, would leave `score` frozen and unsaved)
+        model_args.lora_modules_to_save = [*(model_args.lora_modules_to_save or []), "score"]
     trainer = RewardTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                             processing_class=tokenizer, peft_config=get_peft_config(model_args))
     if len(trainer.eval_dataset) != len(held_out):
@@ -121,7 +124,11 @@ def main():
     facts = run_facts(result.metrics["train_runtime"], count_parameters(trainer.model), history)
     save_metrics(training_args.output_dir, {"technique": "03_rlhf reward model", "pairwise_accuracy_before": before,
                                             "pairwise_accuracy_after": after, "examples": examples, **facts}, history)
-    trainer.save_model(training_args.output_dir)  # model + tokenizer: train_rl.py loads this folder
+    if model_args.use_peft:  # the adapter merged into the body: one whole model, the folder train_rl.py loads
+        trainer.model.merge_and_unload().save_pretrained(training_args.output_dir)
+        tokenizer.save_pretrained(training_args.output_dir)
+    else:
+        trainer.save_model(training_args.output_dir)  # model + tokenizer: train_rl.py loads this folder
     print(f"saved reward model to {training_args.output_dir}")
 
 

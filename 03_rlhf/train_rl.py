@@ -2,16 +2,23 @@
 
 For each prompt the policy samples a group of answers (`num_generations`). Each is scored by the reward
 model of train_reward.py (RLHF proper), by a program that checks it against the gold JSON (RL with
-verifiable rewards, ftlab/rewards.py), or by both. An answer's advantage is its reward minus its group's
-mean (GRPO; RLOO: minus the mean of the *other* answers), and the policy gradient raises the probability of
-answers that beat their siblings. InstructGPT ran PPO here, which also trains a value model as large as the
+verifiable rewards, ftlab/rewards.py), or by both. An answer's advantage says how far it beat its siblings,
+and the policy gradient raises the probability of answers with a positive one:
+- GRPO, one reward: the reward minus its group's mean, divided by the group's std (`scale_rewards`);
+- GRPO, two rewards with `multi_objective_aggregation: normalize_then_sum` (rl.yaml): each reward is
+  standardised within its group, the results are summed, and the sum is standardised across the whole batch;
+  `scale_rewards` plays no part. A group whose answers tie on the JSON reward is ranked by the reward model
+  alone, at full scale, however small its differences (ftlab/rewards.py: `grpo_advantages`);
+- RLOO: the summed reward (less beta x the answer's KL) minus the mean of the *other* answers.
+InstructGPT ran PPO here, which also trains a value model as large as the
 policy to estimate that baseline; the group is the baseline now, so there is no value model to train or
 hold in memory. That is why TRL 1.x ships GRPO and RLOO and no PPO.
 - `beta` > 0 adds a KL penalty to a frozen copy of the starting model (logged as `kl`): the leash that
   keeps the policy from drifting into text the reward model was never trained on (reward hacking);
 - `rewards: model | json | model+json`, and `multi_objective_aggregation` for how two rewards combine.
 Watch `reward` climb, `kl` stay small and `completions/mean_length` stay near the answer's length
-(~50 tokens): a rising reward with a rising length or KL is the policy gaming the reward.
+(~50 tokens): a rising reward with a rising length or KL is the policy gaming the reward. `tied_groups/*`
+(logged by this script) is the share of groups whose answers all scored the same: they teach nothing.
 
 Run from the repository root (inside .venv), after train_reward.py (see this folder's README):
 
@@ -72,6 +79,27 @@ def reward_functions(script_args, training_args) -> list:
     return reward_funcs
 
 
+def log_tied_groups(trainer) -> None:
+    """Log, at every step, the share of groups whose answers all scored the same, per reward and on their sum
+    (`tied_groups/<reward>`, `tied_groups/total`, with the trainer's metrics: log history, TensorBoard). Such a
+    group has nothing to compare and teaches nothing. TRL's own `frac_reward_zero_std` cannot show it under
+    `normalize_then_sum`: there it is the std of the whole batch, 0 only when every group is tied."""
+    from ftlab.rewards import tied_groups
+
+    calculate = trainer._calculate_rewards  # TRL's: the rewards of one batch of answers, (answers, rewards)
+
+    def calculate_and_count(*args, **kwargs):
+        rewards_per_func = calculate(*args, **kwargs)
+        if trainer.model.training:  # training batches: num_generations answers per prompt, side by side
+            shares = tied_groups(rewards_per_func.cpu(), trainer.num_generations, trainer.reward_func_names,
+                                 trainer.reward_weights.cpu())
+            for name, share in shares.items():
+                trainer._log_metric(f"tied_groups/{name}", share)  # averaged over each logging step, like `kl`
+        return rewards_per_func
+
+    trainer._calculate_rewards = calculate_and_count
+
+
 def save_reward_curve(log_history: list[dict], rewards: dict[str, str], path) -> None:
     """reward_curve.png: the mean rewards, the KL to the reference and the completion length, per step."""
     from ftlab.report import save_curves
@@ -130,13 +158,15 @@ def main():
                             peft_config=get_peft_config(model_args))
     protect(trainer)  # Ctrl-C saves, a NaN loss stops, a full disk is said first (ftlab/checkpoints.py)
     measure_training(trainer)  # peak memory from here on, and where the weights train (ftlab/resources.py)
+    log_tied_groups(trainer)  # per step: the share of groups whose answers all scored the same (no signal)
     result = trainer.train(resume_from_checkpoint=script_args.resume or None)  # True: the last checkpoint-*
 
     # ---- 6. Evaluate, report (reward, KL and length per step: is the policy gaming the reward?), save ----------
     after = score_task("after", trainer.model, tokenizer, data, script_args, training_args)
     history = trainer.state.log_history
     rewards = {"reward": "total", **{f"rewards/{name}/mean": name for name in trainer.reward_func_names}}
-    per_step = {key: [h[key] for h in history if key in h] for key in [*rewards, "kl", "completions/mean_length"]}
+    tied = [f"tied_groups/{name}" for name in [*trainer.reward_func_names, "total"]]
+    per_step = {key: [h[key] for h in history if key in h] for key in [*rewards, "kl", "completions/mean_length", *tied]}
     summarize(f"03_rlhf {method} ({script_args.rewards})", trainer, result, data, before, after,
               extra={"method": method, "rewards": script_args.rewards, "beta": training_args.beta, "per_step": per_step})
     save_reward_curve(history, rewards, out / "reward_curve.png")

@@ -2,9 +2,11 @@
 
 An MoE block replaces the one MLP of a transformer block with several ("experts") and a router that
 sends each token to its top-k. This script builds one without any download by *sparse upcycling*
-(ftlab/moe.py): every expert starts as a copy of SmolLM2's own MLP and the router is new, so the
-untrained MoE computes exactly what the dense model does (the script prints the logit difference).
-Training then lets the experts specialise. The load-balancing loss (`router_aux_loss_coef`) keeps the
+(ftlab/moe.py): every expert starts as a copy of SmolLM2's own MLP and the router is new, so with
+`--expert_noise 0` the untrained MoE computes exactly what the dense model does (the script prints the logit
+difference). Identical experts give the router no gradient from the task loss, though, so config.yaml adds a
+little noise to each copy (`expert_noise: 0.01`): the experts differ from the start and the router can learn
+which to prefer. Training then lets the experts specialise. The load-balancing loss (`router_aux_loss_coef`) keeps the
 router from sending everything to a few experts (collapse); the script measures, per layer, the share
 of tokens each expert receives before and after training, as a table and a heat map.
 
@@ -38,7 +40,8 @@ class ScriptArguments(TaskArguments):
     num_experts: int = field(default=4, metadata={"help": "upcycling: experts per layer (each a copy of the MLP)"})
     top_k: int = field(default=2, metadata={"help": "upcycling: experts each token runs through"})
     expert_noise: float = field(default=0.0, metadata={
-        "help": "upcycling: Gaussian noise on each expert copy, in units of the weight's std (0: exactly the dense model)"})
+        "help": "upcycling: Gaussian noise on each expert copy, in units of the weight's std (0: exactly the dense model, "
+                "but then the task loss gives the router no gradient; config.yaml: 0.01)"})
     load_samples: int = field(default=64, metadata={"help": "eval prompts whose tokens measure the expert loads"})
 
 
@@ -50,6 +53,10 @@ def main():
     script_args, training_args, model_args = parse_config(ScriptArguments, SFTConfig, ModelConfig)
     if script_args.upcycle and not 1 <= script_args.top_k <= script_args.num_experts:
         fail(f"--top_k {script_args.top_k}: must be between 1 and --num_experts ({script_args.num_experts})")
+    if script_args.upcycle and script_args.expert_noise == 0 and training_args.router_aux_loss_coef == 0:
+        print("warning: --expert_noise 0 and --router_aux_loss_coef 0: identical experts give the router no gradient "
+              "from the task loss, so it learns only as far as the experts drift apart (config.yaml: 0.01)",
+              file=sys.stderr)
 
     from trl import get_peft_config
 
@@ -89,7 +96,7 @@ def main():
             gap = (model(**probe).logits - dense(**probe).logits).abs().max().item()
         print(f"upcycled {dense.config.num_hidden_layers} MLPs into {script_args.num_experts} experts each "
               f"(top-{script_args.top_k}); largest logit difference from the dense model: {gap:.2e}")
-        extra["upcycle_logit_gap"] = gap
+        extra.update(upcycle_logit_gap=gap, expert_noise=script_args.expert_noise)
         del dense
         model.to(training_args.device)
     elif not hasattr(model.config, "output_router_logits"):

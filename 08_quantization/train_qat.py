@@ -38,7 +38,7 @@ QAT_SCHEMES = ("torchao_int4", "torchao_int8_dynamic_int4")
 @dataclass
 class ScriptArguments(TaskArguments):
     """Data files, eval sizes, --overwrite_output_dir (ftlab/startup.py); --eval_before scores the start model
-    after PTQ (no training: quantize.py's row for the same method)."""
+    after PTQ (no training), rounding the same fp32 weights the two runs start from."""
 
     scheme: str = field(default="torchao_int4", metadata={
         "help": "what to quantize to: torchao_int4 (int4 weights, group 32) or torchao_int8_dynamic_int4 "
@@ -82,11 +82,13 @@ def main():
         torch.manual_seed(training_args.seed)
         return SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer)
 
-    scores, answers, curves = {}, {}, []
+    scores, answers, curves, dtypes = {}, {}, [], {}  # dtypes: what each row's PTQ / convert rounded
 
-    # ---- 2. (--eval_before) The start model, PTQ'd without any training ------------------------------------
+    # ---- 2. (--eval_before) The start model, PTQ'd without any training: from the same fp32 master weights the two
+    # runs below quantize (quantize.py's torchao_int4 row rounds the weights loaded in bf16: not the same codes)
     if script_args.eval_before:
         model, tokenizer = load_causal_lm(model_args, training_args.device)
+        dtypes["start_ptq"] = weights_dtype(model)
         quantize_torchao(model, base())
         scores["start_ptq"], answers["start_ptq"] = score_task("start + PTQ", model, tokenizer, data, script_args,
                                                                training_args)
@@ -102,6 +104,7 @@ def main():
         plain_seconds = result.metrics["train_runtime"]
         print(f"plain finetuning: {trainer.state.global_step} steps in {plain_seconds:.0f} s")
         curves += [{"step": h["step"], "plain_loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+        dtypes["plain_then_ptq"] = weights_dtype(model)
         quantize_torchao(model, base())
         scores["plain_then_ptq"], answers["plain_then_ptq"] = score_task(
             "plain + PTQ", model, tokenizer, data, script_args, training_args)
@@ -118,6 +121,7 @@ def main():
     qat_seconds = result.metrics["train_runtime"]
     print(f"QAT: {trainer.state.global_step} steps in {qat_seconds:.0f} s")
     curves += [{"step": h["step"], "qat_loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    dtypes["qat"] = weights_dtype(model)
     quantize_torchao(model, QATConfig(base(), step="convert"))
     scores["qat"], answers["qat"] = score_task("QAT", model, tokenizer, data, script_args, training_args)
 
@@ -127,6 +131,7 @@ def main():
     metrics = {"technique": f"08_quantization QAT ({script_args.scheme}, group {script_args.group_size})",
                "task": "extract", "before": scores.get("start_ptq"), "after": scores["qat"],
                "ptq_after_plain_finetuning": scores.get("plain_then_ptq"), "plain_train_seconds": plain_seconds,
+               "quantized_weights_dtype": dtypes,
                **run_facts(qat_seconds, parameters, trainer.state.log_history, trainer.tokens_seen),
                "disk_mb": round(disk_mb, 1), "memory_mb": round(weight_megabytes(model), 1),
                "bf16": training_args.bf16}
@@ -135,6 +140,13 @@ def main():
                                                           "qat_loss": "QAT (fake-quantized)"}})
     write_predictions(out / "predictions.jsonl", data.eval_sets, data.questions, answers)
     print(f"saved the converted model to {out} ({disk_mb:.0f} MB of weights on disk); loss_curve.png, predictions.jsonl")
+
+
+def weights_dtype(model) -> str:
+    """The dtype of the block linears' weights, the ones PTQ or convert rounds ("float32", "bfloat16")."""
+    from ftlab.quantization import transformer_linears
+
+    return next(str(m.weight.dtype).removeprefix("torch.") for n, m in model.named_modules() if transformer_linears(m, n))
 
 
 def check_arguments(script_args: ScriptArguments, start: str) -> None:

@@ -20,7 +20,7 @@ import time
 from typing import NamedTuple
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from ftlab import private_apis
 from ftlab.data import gold_of
@@ -64,13 +64,15 @@ def common_prefix_length(token_lists: list[list[int]]) -> int:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 80, batch_size: int = 32,
-             hopeless=None, min_shared: int = 32) -> list[str]:
+             hopeless=None, min_shared: int = 32, constraint=None) -> list[str]:
     """Greedy completions (special tokens stripped) for chat `prompts`, in the order given.
 
     Prompts that begin with the same tokens (every task prompt starts with the same ~90-token system
     prompt) have that prefix computed once per batch: its keys and values are repeated for each row, and
     the rows continue from there. Each row is then [prefix][padding][its own text], the padding masked out.
-    `hopeless(text)`, if given, stops a row whose answer can no longer score (`StopWhenHopeless`)."""
+    `hopeless(text)`, if given, stops a row whose answer can no longer score (`StopWhenHopeless`). `constraint()`,
+    if given, makes a fresh logits processor for each batch (a grammar's state is per batch; 00_prompting's
+    JSON-schema decoding)."""
     was_training = model.training
     model.eval()
     # An MoE trained with its load-balancing loss keeps `output_router_logits` on; generation needs no aux loss
@@ -108,7 +110,9 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
         ids, mask = torch.tensor(ids, device=model.device), torch.tensor(mask, device=model.device)
         stop = StoppingCriteriaList([StopWhenHopeless(tokenizer, ids.shape[1], hopeless)] if hopeless else [])
         new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             stopping_criteria=stop, pad_token_id=pad, **extra)[:, ids.shape[1]:]
+                             stopping_criteria=stop, pad_token_id=pad,
+                             logits_processor=LogitsProcessorList([constraint()] if constraint else []),
+                             **extra)[:, ids.shape[1]:]
         for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
             outputs[i] = text.strip()
     model.train(was_training)
@@ -143,8 +147,8 @@ def ask(model, tokenizer, questions: list[dict], max_new_tokens: int = 32, batch
 
 
 def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: list[dict] | None = None,
-                 *, max_new_tokens: int = 80, batch_size: int = 32, bf16: bool = False, fp16: bool = False
-                 ) -> tuple[dict, dict]:
+                 *, max_new_tokens: int = 80, batch_size: int = 32, bf16: bool = False, fp16: bool = False,
+                 constraint=None) -> tuple[dict, dict]:
     """(scores, answers), each keyed by eval-set name, plus "probe" when `questions` are given.
 
     Before and after training are scored with the same arithmetic on every device (after `train()`, accelerate
@@ -157,7 +161,8 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
       without accelerate's wrapper. These are CPU speed-ups, tested equal on the CPU only;
     - on a GPU (or an Apple GPU) the model itself generates, under the run's autocast (`bf16`/`fp16`) both
       times: the library's documented path, with accelerate's wrapper (the same autocast again) or without it.
-    A 4/8-bit model is scored as it is on any device: it cannot be recast."""
+    A 4/8-bit model is scored as it is on any device: it cannot be recast. `constraint` (see `generate`) applies to
+    the eval sets, not to the general questions."""
     quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
     autocast = contextlib.nullcontext()
     if model.device.type == "cpu" and not quantized:
@@ -177,7 +182,7 @@ def evaluate_all(model, tokenizer, eval_sets: dict[str, list[dict]], questions: 
     with autocast:
         for name, examples in eval_sets.items():
             scores[name], answers[name] = evaluate(model, tokenizer, examples, max_new_tokens=max_new_tokens,
-                                                   batch_size=batch_size)
+                                                   batch_size=batch_size, constraint=constraint)
         if questions:
             scores["probe"], answers["probe"] = ask(model, tokenizer, questions, batch_size=batch_size)
     return scores, answers

@@ -1,6 +1,7 @@
 """How much memory a model needs to run and to finetune, as a calculator.
 
     python -m ftlab.memory 7B --precision bf16          # a 16-bit full finetune of 7B: 56 GB of model states
+                                                        # (activations n/a: a bare count has no shape)
     python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --method qlora --seq 384 --plot qlora.png
 
     from ftlab.memory import estimate_training, fit_report, format_table
@@ -32,6 +33,8 @@ Bytes per trainable parameter, weight / gradient / AdamW states, by `precision` 
 LoRA trains r x (in + out) weights per adapted linear layer, which PEFT keeps in fp32 (`adapter_dtype`).
 ZeRO (Rajbhandari et al. 2020) divides among G GPUs: stage 1 the optimizer states, stage 2 also the gradients,
 stage 3 also the weights, gathering one layer at a time: + that layer's 16-bit weights and gradients per GPU.
+PyTorch's FSDP is counted as the stage its sharding amounts to (`sharding_stage`): full shard (FSDP2's
+reshard_after_forward) as 3, shard grad op (FSDP2 without resharding) as 2.
 
 Activations: what the forward pass keeps for the backward pass. For a GPT block in 16-bit Korthikanti et al. 2022
 ("Reducing Activation Recomputation in Large Transformer Models") count s*b*h*(34 + 5*a*s/h) bytes per layer
@@ -41,16 +44,20 @@ s x s scores, SwiGLU has three matrices of width I, and RMSNorm computes in fp32
 per activation (2 under 16-bit compute, 4 in fp32) and r for the residual stream (4 when the weights are fp32):
   RMSNorm x 2   its input upcast to fp32: 4h each; the normalized x, for the norm weight: r*h (T); the output, for
                 the weights of q/k/v (gate/up): p*h (T), or under `mixed` a 16-bit cast per reader, 5 in all
-  attention     q and k after RoPE, v and the output (which o_proj reads in place): p*(2h + 2kv); kv = h since HF
-                repeats k, v to all heads when a padding mask is passed, and the mask in 16-bit: p*s
+  attention     q and k after RoPE, v and the output (which o_proj reads in place): p*(2h + 2kv); with padding
+                (`padded=True`, the default) kv = h, since HF repeats k, v to all heads when it passes SDPA a mask,
+                plus the mask in 16-bit: p*s. Rows packed without padding (`padded=False`, CLI `--packed`) need no
+                mask, and SDPA reads grouped-query k, v as they are: kv = kv_heads x head_dim
   MLP           gate's output (SiLU's input), SiLU's output, up's output: 3p*I; down's input: p*I (T)
   LoRA          A's r outputs, and each fp32 adapter's own 16-bit cast of its input: p*(in + r), + under autocast
                 a 16-bit copy of its weights (adapters in the compute dtype share their input instead)
 (T): kept only when that weight trains, as autograd keeps a linear layer's input just for the weight's gradient.
 Full finetune in 16-bit: 24h + 8I + 2s bytes (Llama-7B: 45.5h + 2s; the GPT count is 34h + 5as without recompute).
-Under `mixed` the matmuls also keep autocast's 16-bit copy of every fp32 weight: 2 bytes a weight. At the loss sit
-the logits in the compute dtype, HF's fp32 upcast and the fp32 log-softmax cross-entropy keeps: (p + 8)*V per
-token (8V in fp32). Gradient checkpointing keeps each layer's input (r*h) and recomputes one layer at a time.
+Under `mixed` the matmuls also keep autocast's 16-bit copy of every fp32 weight that trains: 2 bytes a weight.
+Autocast caches that copy until the forward's autocast region ends, so at the loss every block's copy is alive,
+with gradient checkpointing too. At the loss sit the logits in the compute dtype, HF's fp32 upcast and the fp32
+log-softmax cross-entropy keeps: (p + 8)*V per token (8V in fp32). Gradient checkpointing keeps each layer's
+input (r*h) and recomputes one layer at a time (and under `mixed` still all the weight copies above).
 Left out: per-token scalars, RoPE tables, gradients in flight, CUDA context, allocator slack. It is an estimate;
 tests/test_memory.py checks each term against the tensors autograd keeps in a tiny Llama (within 4%).
 """
@@ -123,6 +130,7 @@ class Shape:
     kv_heads: int = 0       # 0: as many as heads (no grouped-query attention)
     head_dim: int = 0
     tied: bool = True       # lm_head shares the embedding matrix
+    experts: int = 0        # an MoE's experts per layer (0: dense); its MLP terms are the top-k experts' width
 
     def __post_init__(self):
         self.intermediate = self.intermediate or 4 * self.hidden
@@ -154,7 +162,8 @@ def shape_of(config) -> Shape:
     return Shape(config.hidden_size, config.num_hidden_layers, config.vocab_size,
                  getattr(config, "intermediate_size", None) or 0, config.num_attention_heads,
                  getattr(config, "num_key_value_heads", None) or 0, getattr(config, "head_dim", None) or 0,
-                 bool(getattr(config, "tie_word_embeddings", True)))
+                 bool(getattr(config, "tie_word_embeddings", True)),
+                 getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None) or 0)
 
 
 def config_params(config) -> int:
@@ -234,6 +243,7 @@ class Breakdown:
     trainable: int
     inputs: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    activations_estimated: bool = True  # False for a bare count: no shape, so activations are unknown, not 0
 
     @property
     def model_states(self) -> float:
@@ -258,7 +268,9 @@ def activation_bytes(shape: Shape, batch: int, seq: int, *, compute: int = 2, st
                      quantized: bool = False, checkpointing: bool = False, layers: int | None = None,
                      padded: bool = True) -> float:
     """Bytes the forward pass keeps for backward (the module docstring, term by term). `layers`: how many
-    blocks train (frozen blocks before them keep nothing); `quantized`: 4-bit linears keep no weight copy."""
+    blocks train (frozen blocks before them keep nothing); `quantized`: 4-bit linears keep no weight copy;
+    `padded`: rows with padding (an attention mask: k, v repeated to every head, and the mask kept); False for
+    packed rows without padding, where SDPA reads k and v at their grouped-query width."""
     h, i, v, p, r = shape.hidden, shape.intermediate, shape.vocab, compute, stream
     kv = h if padded else shape.kv_heads * shape.head_dim
     casts = r > p  # an fp32 stream into 16-bit matmuls: autocast casts for each reader, and each cast is kept
@@ -273,10 +285,19 @@ def activation_bytes(shape: Shape, batch: int, seq: int, *, compute: int = 2, st
         sources = {SOURCE[name]: linears[name][0] for name in lora_targets if SOURCE[name]}
         layer += p * (sum(sources.values()) + lora_r * len(lora_targets))
     head = 4 * h + (r + p) * h * trains_base + v * (p + 4 + 4 * (p < 4))  # final norm; logits, fp32, log-softmax
-    copies = 2 * shape.block_linear_params() * (casts and not quantized) + adapter_copies  # per block
+    # autocast's 16-bit copies of a block's weights, which its backward needs. Autocast caches the copy of a weight
+    # that trains (a leaf that requires grad) until the forward's autocast region ends, so under checkpointing too
+    # every block's copy is alive at the loss; a frozen weight's copy is not cached (checkpointing: only the block
+    # being recomputed holds it), nor an MoE's experts', 3-D weights that transformers' grouped-matmul kernels (and
+    # ftlab/moe.py's casts) run outside autocast's cache
+    casting = casts and not quantized
+    base = 2 * (shape.block_linear_params() + h * shape.experts) * casting  # the router's too
+    experts = 2 * sum(a * b for name, (a, b) in linears.items() if SOURCE[name] in ("mlp", "down")) * casting
+    copies = base + adapter_copies
+    cached = (base - experts * bool(shape.experts)) * trains_base + adapter_copies
     n, tokens = shape.layers if layers is None else layers, batch * seq
     if checkpointing:  # each block's input stays; during backward one block at a time is recomputed in full
-        return tokens * (n * r * h + layer + head) + copies + 2 * v * h * casts
+        return tokens * (n * r * h + layer + head) + n * cached + copies - cached + 2 * v * h * casts
     return tokens * (n * layer + head) + n * copies + 2 * v * h * casts
 
 
@@ -284,11 +305,12 @@ def estimate_training(model, method: str = "full", precision: str = "mixed", opt
                       batch: int = 8, seq: int = 384, gradient_checkpointing: bool = False,
                       trainable: int | str | None = None, lora_r: int = 16, lora_targets="all-linear",
                       zero_stage: int = 0, gpus: int = 1, *, adapter_dtype: str = "fp32",
-                      largest_layer: int | None = None, **shape) -> Breakdown:
+                      largest_layer: int | None = None, padded: bool = True, **shape) -> Breakdown:
     """Training memory per GPU for `model`: a count ("7B"), a model folder or hub id, a config, or a module.
 
     `trainable` overrides the method's count (partial finetuning; a live PEFT model is read by itself). Shape
-    keywords (hidden, layers, vocab, intermediate, heads, kv_heads) give a bare count a shape for activations."""
+    keywords (hidden, layers, vocab, intermediate, heads, kv_heads) give a bare count a shape for activations.
+    `padded=False`: rows packed without padding (no attention mask), so grouped-query k and v stay narrow."""
     for name, value, allowed in [("method", method, METHODS), ("precision", precision, PRECISIONS),
                                  ("optimizer", optimizer, OPTIMIZER_STATES), ("zero_stage", zero_stage, range(4))]:
         if value not in allowed:
@@ -338,10 +360,11 @@ def estimate_training(model, method: str = "full", precision: str = "mixed", opt
         activations = activation_bytes(
             s, batch, seq, compute=act_b, stream=weight_b, trains_base=not adapters, lora_targets=targets * adapters,
             lora_r=lora_r, adapter_bytes=train_b, quantized=method == "qlora",
-            checkpointing=gradient_checkpointing, layers=blocks)
+            checkpointing=gradient_checkpointing, layers=blocks, padded=padded)
     inputs = {"model": found.name, "method": method, "precision": precision, "optimizer": optimizer, "batch": batch,
-              "seq": seq, "gradient_checkpointing": gradient_checkpointing, "zero_stage": zero_stage, "gpus": gpus}
-    return Breakdown(weights, gradients, optimizer_b, activations, n, t, inputs, notes)
+              "seq": seq, "gradient_checkpointing": gradient_checkpointing, "zero_stage": zero_stage, "gpus": gpus,
+              "padded": padded}
+    return Breakdown(weights, gradients, optimizer_b, activations, n, t, inputs, notes, activations_estimated=bool(s))
 
 
 def optimizer_of(optim: str) -> str:
@@ -372,8 +395,10 @@ def fit_report(model, *, method: str = "full", precision: str = "mixed", batch: 
     a shape's intermediate=, ...)."""
     b = training_budget(model, reference=reference, method=method, precision=precision, optimizer=optimizer,
                         batch=batch, seq=seq, gradient_checkpointing=gradient_checkpointing, **settings)
-    parts = " + ".join(f"{name} {getattr(b, name) / 1e9:.2f}" for name in COMPONENTS)
-    first = (f"memory estimate (ftlab.memory): {b.total / 1e9:.1f} GB to train = {parts} GB ({method}, {precision}, "
+    parts = " + ".join(f"{name} {getattr(b, name) / 1e9:.2f}" if name != "activations" or b.activations_estimated
+                       else "activations n/a" for name in COMPONENTS)
+    at_least = "" if b.activations_estimated else "at least "  # a bare count: activations unknown
+    first = (f"memory estimate (ftlab.memory): {at_least}{b.total / 1e9:.1f} GB to train = {parts} GB ({method}, {precision}, "
              f"{optimizer}, batch {batch} x {seq} tokens, checkpointing {'on' if gradient_checkpointing else 'off'}"
              f"{', + a reference copy' if reference else ''})")
     cards = dict(CARDS) | ({f"{device_name} ({device_memory / 1e9:.1f} GB)": device_memory} if device_memory else {})
@@ -416,18 +441,47 @@ def training_precision(model_args, training_args) -> str:
     return ("mixed16" if deepspeed else "mixed") if fp32 and autocast else "fp32" if fp32 else "bf16"
 
 
+def fsdp_plugin(training_args):
+    """The FSDP plugin a Trainer run will build (accelerate's `FullyShardedDataParallelPlugin`), or None without FSDP:
+    from `--fsdp`/`fsdp_config` (TrainingArguments' `fsdp_plugin_args`), or from an accelerate config with
+    `distributed_type: FSDP`, which `accelerate launch` hands each process as ACCELERATE_USE_FSDP and FSDP_*
+    variables (the plugin reads them itself)."""
+    arguments = getattr(training_args, "fsdp_plugin_args", None)
+    if not arguments and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return None
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    return FullyShardedDataParallelPlugin(**(arguments or {}))
+
+
+def sharding_stage(training_args) -> int:
+    """The ZeRO stage a run's sharding amounts to, per device: its DeepSpeed plugin's stage; under FSDP, 3 when
+    weights, gradients and optimizer states are all sharded and a block's weights are freed again after its forward
+    (FSDP2's `reshard_after_forward`, FSDP1's FULL_SHARD or HYBRID_SHARD), 2 when the gathered weights stay from
+    forward to backward (FSDP2 without resharding, SHARD_GRAD_OP), 0 for NO_SHARD; 0 without either."""
+    deepspeed = getattr(training_args, "deepspeed_plugin", None)
+    if deepspeed is not None:
+        return int(deepspeed.zero_stage)
+    fsdp = fsdp_plugin(training_args)
+    if fsdp is None:
+        return 0
+    if fsdp.fsdp_version == 2:
+        return 3 if fsdp.reshard_after_forward else 2
+    strategy = (fsdp.sharding_strategy or fsdp.reshard_after_forward).name  # FSDP1: a torch ShardingStrategy
+    return {"FULL_SHARD": 3, "HYBRID_SHARD": 3, "SHARD_GRAD_OP": 2, "_HYBRID_SHARD_ZERO2": 2}.get(strategy, 0)
+
+
 def training_budget_for(model, training_args, model_args, *, method: str = "full", seq: int,
                         trainable: int | None = None, **settings) -> Breakdown:
     """`training_budget` for the run `training_args` and `model_args` describe, per device: its precision
-    (`training_precision`), optimizer (`optimizer_of`), batch per device, gradient checkpointing, the ZeRO stage of
-    its DeepSpeed plugin (0 without one) and the number of processes it runs in. `seq` is the tokens per row;
-    `trainable` overrides the method's count (partial finetuning); `settings` reach `estimate_training`."""
-    plugin = getattr(training_args, "deepspeed_plugin", None)
+    (`training_precision`), optimizer (`optimizer_of`), batch per device, gradient checkpointing, the ZeRO stage its
+    DeepSpeed or FSDP sharding amounts to (`sharding_stage`; 0 without either) and the number of processes it runs
+    in. `seq` is the tokens per row; `trainable` overrides the method's count (partial finetuning); `settings`
+    reach `estimate_training` (`padded=False` for rows packed without padding)."""
     return training_budget(model, method=method, precision=training_precision(model_args, training_args),
                            optimizer=optimizer_of(training_args.optim), batch=training_args.per_device_train_batch_size,
                            seq=seq, gradient_checkpointing=training_args.gradient_checkpointing, trainable=trainable,
-                           zero_stage=int(plugin.zero_stage) if plugin else 0, gpus=training_args.world_size,
-                           **settings)
+                           zero_stage=sharding_stage(training_args), gpus=training_args.world_size, **settings)
 
 
 def count_text(n: float) -> str:
@@ -443,15 +497,25 @@ def format_table(b: Breakdown, unit: str = "auto") -> str:
     """A markdown table of `b` in GB (10^9 bytes; "auto": MB below 1 GB), under its inputs, above its notes."""
     unit, i = pick_unit(b.total, unit), b.inputs
     gpus = f"{i['gpus']} device{'s' if i['gpus'] > 1 else ''}"  # GPUs, or CPU processes under gloo
+    rows_are = "" if i.get("padded", True) else ", rows packed (no padding)"
     lines = [f"{i['method']} finetuning of {i['model']}: {count_text(b.params)} parameters, "
              + f"{count_text(b.trainable)} trainable; {i['precision']}, {i['optimizer']}",
-             f"batch {i['batch']} x {i['seq']} tokens, gradient checkpointing "
+             f"batch {i['batch']} x {i['seq']} tokens{rows_are}, gradient checkpointing "
              + f"{'on' if i['gradient_checkpointing'] else 'off'}, ZeRO-{i['zero_stage']} on {gpus} (per device)",
              "", f"| {'component':<26} | {unit:>9} |", f"|:{'-' * 27}|{'-' * 10}:|"]
+    known = b.activations_estimated  # a bare count has no shape: its activations, and so its total, are unknown
     rows = [("weights", b.weights), ("gradients", b.gradients), ("optimizer states", b.optimizer),
-            ("model states (w + g + o)", b.model_states), ("activations", b.activations), ("total", b.total)]
-    lines += [f"| {name:<26} | {value / UNITS[unit]:>9.2f} |" for name, value in rows]
+            ("model states (w + g + o)", b.model_states), ("activations", b.activations if known else None),
+            ("total", b.total if known else None)]
+    lines += [f"| {name:<26} | {'n/a' if value is None else f'{value / UNITS[unit]:.2f}':>9} |" for name, value in rows]
     return "\n".join(lines + [f"note: {note}" for note in b.notes])
+
+
+def bar_label(b: Breakdown, unit: str = "GB") -> str:
+    """The figure on top of `b`'s bar: its total, or for a bare count its model states, "+ activations n/a"."""
+    if b.activations_estimated:
+        return f"{b.total / UNITS[unit]:.2f}"
+    return f"{b.model_states / UNITS[unit]:.2f}\n+ activations n/a"
 
 
 def plot_breakdown(breakdowns: dict[str, Breakdown], path, unit: str = "auto", title: str = ""):
@@ -467,8 +531,10 @@ def plot_breakdown(breakdowns: dict[str, Breakdown], path, unit: str = "auto", t
         values = [getattr(b, part) / UNITS[unit] for b in breakdowns.values()]
         ax.bar(list(breakdowns), values, bottom=bottom, label=part)
         bottom = [a + b for a, b in zip(bottom, values, strict=True)]
-    for x, total in enumerate(bottom):
-        ax.annotate(f"{total:.2f}", (x, total), ha="center", va="bottom")
+    for x, (b, total) in enumerate(zip(breakdowns.values(), bottom, strict=True)):
+        ax.annotate(bar_label(b, unit), (x, total), ha="center", va="bottom")
+    if not all(b.activations_estimated for b in breakdowns.values()):
+        ax.set_ylim(top=1.3 * max(bottom))  # room for a two-line label under the title
     ax.set(ylabel=f"{unit} per GPU ({unit} = {UNIT_SIZES[unit]} bytes)", title=title or "training memory")
     ax.legend()
     fig.tight_layout()
@@ -477,10 +543,11 @@ def plot_breakdown(breakdowns: dict[str, Breakdown], path, unit: str = "auto", t
 
 
 EXAMPLES = """examples:
-  python -m ftlab.memory 7B --precision bf16               # the notes' 56 GB: weights, gradients, Adam
+  python -m ftlab.memory 7B --precision bf16               # the notes' 56 GB (activations n/a: no shape)
   python -m ftlab.memory 13B --precision bf16 --method partial --trainable 1B
   python -m ftlab.memory 70B --precision mixed16 --zero 3 --gpus 8 --hidden 8192 --layers 80 --vocab 128256
-  python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --method lora --seq 384 --plot methods.png"""
+  python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --method lora --seq 384 --plot methods.png
+  python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --batch 8 --seq 256 --packed   # 01's budget"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -494,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
                                 ("lora-r", 16, "LoRA rank"), ("zero", 0, "ZeRO stage: 0, 1, 2 or 3")]:
         parser.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default: {default})")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--packed", action="store_true", help="rows packed without padding (no attention mask): "
+                        "grouped-query k and v stay at their own width")
     parser.add_argument("--trainable", help="trainable parameters (partial finetuning), e.g. 1B")
     parser.add_argument("--lora-targets", default="all-linear", help="all-linear, or names: q_proj,v_proj")
     for name in ("hidden", "layers", "vocab", "intermediate", "heads", "kv-heads"):
@@ -505,7 +574,7 @@ def main(argv: list[str] | None = None) -> None:
     targets = args.lora_targets if args.lora_targets == "all-linear" else args.lora_targets.split(",")
     settings = {"precision": args.precision, "optimizer": args.optimizer, "batch": args.batch, "seq": args.seq,
                 "gradient_checkpointing": args.gradient_checkpointing, "lora_r": args.lora_r,
-                "lora_targets": targets, "zero_stage": args.zero, "gpus": args.gpus}
+                "lora_targets": targets, "zero_stage": args.zero, "gpus": args.gpus, "padded": not args.packed}
     try:
         model = describe(args.model, **shape)
         breakdown = estimate_training(model, args.method, trainable=args.trainable, **settings)

@@ -103,11 +103,13 @@ def elect_and_merge(vectors: list[torch.Tensor], weights: list[float], normalize
 
 
 def ties(base: StateDict, models: list[StateDict], weights: list[float] | None = None, density: float = 0.5,
-         scale: float = 1.0) -> StateDict:
-    """TIES-merging: trim each task vector to `density`, elect signs, disjoint mean, add to the base."""
+         scale: float = 1.0, normalize: bool = True) -> StateDict:
+    """TIES-merging: trim each task vector to `density`, elect signs, disjoint mean (a sum of what agrees when not
+    `normalize`), add to the base."""
     vectors = task_vectors(base, models)
     weights = weights or [1.0] * len(models)
-    return {name: base[name].float() + scale * elect_and_merge([trim(v[name], density) for v in vectors], weights)
+    return {name: base[name].float()
+            + scale * elect_and_merge([trim(v[name], density) for v in vectors], weights, normalize)
             for name in base}
 
 
@@ -126,17 +128,19 @@ def drop_and_rescale(vector: torch.Tensor, density: float, keep: torch.Tensor | 
 
 
 def dare(base: StateDict, models: list[StateDict], weights: list[float] | None = None, density: float = 0.5,
-         sign_election: bool = False, scale: float = 1.0, seed: int = 0) -> StateDict:
+         sign_election: bool = False, scale: float = 1.0, seed: int = 0, normalize: bool = False) -> StateDict:
     """DARE: drop and rescale each task vector, then sum them (dare_linear) or keep only the entries that agree
-    with the elected sign and sum those (dare_ties). Neither averages: the rescaled updates add up."""
+    with the elected sign and sum those (dare_ties). By default neither averages (mergekit's default): the
+    rescaled updates add up. `normalize` divides by the weights' sum (dare_ties: of the models that agree)."""
     vectors = task_vectors(base, models)
     weights = weights or [1.0] * len(models)
     generator = torch.Generator().manual_seed(seed)
+    total = sum(weights) if normalize and abs(sum(weights)) >= 1e-8 else 1.0
     merged = {}
     for name in base:
         dropped = [drop_and_rescale(v[name], density, generator=generator) for v in vectors]
-        update = (elect_and_merge(dropped, weights, normalize=False) if sign_election
-                  else sum(w * d for w, d in zip(weights, dropped, strict=True)))
+        update = (elect_and_merge(dropped, weights, normalize) if sign_election
+                  else sum(w * d for w, d in zip(weights, dropped, strict=True)) / total)
         merged[name] = base[name].float() + scale * update
     return merged
 

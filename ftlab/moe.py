@@ -9,13 +9,16 @@ experts; the compute per token grows only with k. Mixtral-8x7B: 47B parameters, 
 scratch: every expert is a copy of the dense MLP, the attention, embeddings and norms are copied as
 they are, and only the router is new. With identical experts and top-k weights that sum to one, the
 MoE computes exactly the dense function (tests/test_moe.py checks the logits), so training starts from
-everything the dense model knew; a little noise on the copies lets the experts drift apart.
+everything the dense model knew. But identical experts also give the router no gradient from the task loss
+(the output is the same whichever experts a token goes to), so a little noise on the copies (`noise`) lets
+the router learn from the start, at the price of starting near the dense function rather than at it.
 
 The failure to watch is *expert collapse*: the router learns to favour a few experts, which then get
 all the gradient and become better still, so the others are never used. The load-balancing auxiliary
 loss (Switch Transformer; `router_aux_loss_coef`) adds num_experts * sum_e f_e * P_e, where f_e is the
-share of tokens sent to expert e and P_e the router's mean probability for it: smallest when both are
-uniform. `expert_load` measures f_e per layer, before and after training.
+fraction of tokens that have expert e among their top-k (so the f_e sum to top_k) and P_e the router's mean
+probability for it: top_k when both are uniform, up to num_experts when routing collapses. `expert_load`
+measures each expert's share of the choices (f_e / top_k) per layer, before and after training.
 
 On a GPU the experts should compute as every other matmul does under autocast (bf16 on a bf16 card), through
 one grouped kernel; `experts_follow_autocast` makes them (transformers alone keeps them in fp32: see there).
@@ -25,11 +28,17 @@ from __future__ import annotations
 
 import torch
 
+from ftlab.errors import LearnerError
+
+
+class CannotUpcycle(LearnerError, ValueError):
+    """A dense model whose function Mixtral's layers cannot hold (a script shows it as one `error:` line)."""
+
 
 def upcycle(dense, num_experts: int = 4, top_k: int = 2, noise: float = 0.0, router_std: float = 0.02,
             router_aux_loss_coef: float = 0.01, seed: int = 0):
-    """A `MixtralForCausalLM` whose experts are all copies of `dense`'s MLP (a Llama-architecture model such
-    as SmolLM2), plus `noise` x each weight's std of Gaussian noise per expert, and a fresh router."""
+    """A `MixtralForCausalLM` whose experts are all copies of `dense`'s MLP (a Llama-architecture model without
+    biases, such as SmolLM2), plus `noise` x each weight's std of Gaussian noise per expert, and a fresh router."""
     from transformers import MixtralConfig, MixtralForCausalLM
 
     c = dense.config
@@ -37,6 +46,10 @@ def upcycle(dense, num_experts: int = 4, top_k: int = 2, noise: float = 0.0, rou
         raise ValueError(f"upcycling copies a Llama-architecture block into Mixtral's; got model_type {c.model_type!r}")
     if not 1 <= top_k <= num_experts:
         raise ValueError(f"top_k must be between 1 and num_experts ({num_experts}), got {top_k}")
+    biased = [flag for flag in ("mlp_bias", "attention_bias") if getattr(c, flag, False)]
+    if biased:  # Mixtral's experts and attention hold no biases: dropping them would change the function
+        raise CannotUpcycle(f"upcycling cannot copy this model exactly: its config sets {' and '.join(biased)}=True, "
+                            "and Mixtral's layers have no biases")
     config = MixtralConfig(
         vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
         num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,

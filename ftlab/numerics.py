@@ -70,9 +70,13 @@ class FloatFormat:
 
 @dataclass(frozen=True)
 class IntFormat:
-    """`bits`-bit symmetric integers, levels -q..q with q = 2^(bits-1) - 1, times a scale = (largest |value|) / q
-    per row (`group_size` None: per output channel of a weight, per token of an activation) or per group of
-    `group_size` values. `table` replaces the even levels with NF4's 16 values (in [-1, 1], one scale per block)."""
+    """`bits`-bit symmetric integers as torchao stores them (what 08_quantization/quantize.py runs): the levels
+    -2^(bits-1)..2^(bits-1)-1 (int8: -128..127) times a scale = (largest |value|) / 127.5 (int4: / 7.5), one per
+    row (`group_size` None: per output channel of a weight, per token of an activation) or per group of
+    `group_size` values. That scale puts the largest value 127.5 steps (int4: 7.5) from zero, half a step past the
+    last level it rounds to, so it comes back as 127/127.5 of itself (int4: 7/7.5, 7% smaller); -128 (-8) is
+    reached only where float rounding tips -127.5 down. `table` replaces the even levels with NF4's 16 values (in
+    [-1, 1], one scale per block)."""
 
     name: str
     bits: int
@@ -81,12 +85,16 @@ class IntFormat:
 
     @property
     def levels(self) -> int:
-        return 16 if self.table else 2 ** self.bits - 1
+        return 2 ** self.bits  # NF4's table: 16 too
+
+    @property
+    def levels_range(self) -> tuple[int, int]:
+        return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
 
     @property
     def relative_step(self) -> float:
         """The step between levels, relative to the group's largest value (NF4: its finest, near zero)."""
-        return 0.0796 if self.table == "nf4" else 1 / (2 ** (self.bits - 1) - 1)
+        return 0.0796 if self.table == "nf4" else 2 / (2 ** self.bits - 1)
 
 
 def ieee_largest(exponent_bits: int, mantissa_bits: int) -> float:
@@ -151,14 +159,15 @@ def round_int(x: torch.Tensor, fmt: IntFormat) -> torch.Tensor:
     pad = (-flat.numel()) % size
     groups = torch.nn.functional.pad(flat, (0, pad)).reshape(-1, size)
     top = groups.abs().amax(-1, keepdim=True)
-    top = torch.where(top > 0, top, torch.ones_like(top))
     if fmt.table == "nf4":
+        top = torch.where(top > 0, top, torch.ones_like(top))
         table = nf4_table()
         index = torch.bucketize(groups / top, (table[1:] + table[:-1]) / 2)  # nearest level: between midpoints
         dequantized = table[index] * top
-    else:
-        q = 2 ** (fmt.bits - 1) - 1
-        dequantized = torch.round(groups / top * q).clamp(-q, q) * top / q
+    else:  # torchao's symmetric scheme, step for step: 2^bits levels -2^(bits-1)..2^(bits-1)-1 over [-top, top]
+        low, high = fmt.levels_range
+        scale = (top / ((high - low) / 2)).clamp(min=torch.finfo(torch.float32).eps)  # top / 127.5 (int4: / 7.5)
+        dequantized = torch.round(groups * (1.0 / scale)).clamp(low, high) * scale
     return dequantized.reshape(-1)[: flat.numel()].reshape(shape)
 
 

@@ -132,6 +132,21 @@ SFT_AUX_LOSS_ENABLED = Internal(
     "has no router logits, leaves the loss to TRL",
     stored_by="trl.SFTTrainer.__init__", read_by=("trl.SFTTrainer.compute_loss",))
 
+RL_CALCULATE_REWARDS = tuple(Internal(
+    "trl", f"trl.{trainer}._calculate_rewards", "03_rlhf/train_rl.py log_tied_groups()",
+    "scores one batch of sampled answers with every reward, (answers, rewards), before the advantages are taken; "
+    "log_tied_groups wraps it on the trainer instance to count the groups whose answers all scored the same",
+    expect="callable", params=("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    read_by=(f"trl.{trainer}._generate_and_score_completions",))
+    for trainer in ("GRPOTrainer", "RLOOTrainer"))
+
+RL_LOG_METRIC = tuple(Internal(
+    "trl", f"trl.{trainer}._log_metric", "03_rlhf/train_rl.py log_tied_groups()",
+    "TRL's hook for an extra scalar metric, averaged over each logging step beside kl (reward functions get it as "
+    "their `log_metric` argument; the reward model, an nn.Module, does not, so the script calls it itself)",
+    expect="callable", params=("self", "name", "value"))
+    for trainer in ("GRPOTrainer", "RLOOTrainer"))
+
 ACCELERATE_FORWARD = Internal(
     "accelerate", "accelerate.Accelerator.prepare_model:model.forward", "ftlab/evaluation.py evaluate_all()",
     "with mixed precision, prepare_model puts model.forward, wrapped in autocast and a cast of the outputs to "
@@ -170,7 +185,8 @@ LLAMA_CPP_SUPPRESS_OUTPUT = Internal(
     expect="class", params=("self", "disable"), signature_of="__init__")
 
 INTERNALS: tuple[Internal, ...] = (
-    TRL_LOGPROB_KERNEL, SFT_METRICS, SFT_TOTAL_TRAIN_TOKENS, SFT_AUX_LOSS_ENABLED, *ACCELERATE_AUTOCAST_WRAPPER,
+    TRL_LOGPROB_KERNEL, SFT_METRICS, SFT_TOTAL_TRAIN_TOKENS, SFT_AUX_LOSS_ENABLED, *RL_CALCULATE_REWARDS,
+    *RL_LOG_METRIC, *ACCELERATE_AUTOCAST_WRAPPER,
     *TORCH_CPU_BF16_PROBES, TORCH_PYTREE_LOGGER, BNB_AUTOGRAD_LOGGER, LLAMA_CPP_SUPPRESS_OUTPUT)
 
 

@@ -142,11 +142,20 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 def weight_megabytes(model) -> float:
-    """MB (10^6 bytes) held by the model's parameters and buffers, each shared tensor once."""
+    """MB (10^6 bytes) held by the model's parameters and buffers, each shared tensor once, and by what bitsandbytes
+    keeps beside them once a layer has run: LLM.int8()'s first forward moves each weight's row scales (and a second
+    reference to its int8 values, not counted twice) to the layer's `state`. Measure after a forward: on a CPU
+    bitsandbytes also repacks NF4 then (block scales to bf16, their own 8-bit scales dropped)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    for module in model.modules():
+        state = getattr(module, "state", None)  # bitsandbytes' MatmulLtState
+        tensors += [getattr(state, name) for name in ("CB", "SCB") if isinstance(getattr(state, name, None), torch.Tensor)]
     seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if id(t) not in seen:
-            seen.add(id(t))
+    for t in tensors:
+        plain = type(t) is torch.Tensor or isinstance(t, torch.nn.Parameter) and not hasattr(t, "__tensor_flatten__")
+        key = t.data_ptr() if plain and t.numel() else id(t)  # the same memory under two names counts once
+        if key not in seen:
+            seen.add(key)
             total += tensor_bytes(t)
     return total / 1e6
 

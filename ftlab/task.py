@@ -30,6 +30,21 @@ DESCRIBE_PROMPT = (
 
 TASKS = {"extract": SYSTEM_PROMPT, "describe": DESCRIBE_PROMPT}
 
+# The same schema as a JSON Schema, for decoding held to it (00_prompting): every key required, in this order, no
+# other key. A grammar can force this shape; it cannot force the right values (the lesson's point).
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": ["integer", "null"]},
+        "city": {"type": ["string", "null"]},
+        "email": {"type": ["string", "null"]},
+        "signup_date": {"anyOf": [{"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}, {"type": "null"}]},
+    },
+    "required": list(FIELDS),
+    "additionalProperties": False,
+}
+
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 

@@ -60,6 +60,18 @@ def test_prints_the_memory_budget_and_reports_it_beside_the_peak(run):
     assert {"loss_curve.png", "predictions.jsonl", "config.json"} <= {p.name for p in out.iterdir()}
 
 
+def test_the_budget_counts_packed_rows(run, tiny_model):
+    """Rows are packed blocks with no padding, so SDPA reads k and v at their grouped width and no mask is kept:
+    the printed budget's activations are ftlab.memory's estimate for unpadded rows (padded=False)."""
+    from ftlab.memory import estimate_training
+
+    _, _, stdout = run
+    printed = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in stdout.splitlines()
+               if line.startswith("| ")}
+    packed = estimate_training(str(tiny_model), precision="fp32", batch=8, seq=256, padded=False)
+    assert printed["activations"] == f"{packed.activations / 1e6:.2f}"  # MB: the table's unit below 1 GB
+
+
 def test_partial_finetuning_trains_only_the_last_blocks(tiny_model, tmp_path):
     """--train_last_k_blocks 1: block 1 and the final norm move; embeddings and block 0 stay bit-identical."""
     metrics, stdout = train(tiny_model, tmp_path / "partial", "--train_last_k_blocks", "1", "--save_strategy", "no",

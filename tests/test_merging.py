@@ -181,6 +181,51 @@ def test_dare_rescales_what_mergekit_keeps_exactly_as_mergekit_does(name, tiny_t
     assert sum(kept_shares) / len(kept_shares) == pytest.approx(0.5, abs=0.05)  # density 0.5: half were dropped
 
 
+
+def set_weights(recipe: dict, model_weights: tuple, normalize: bool) -> dict:
+    for entry, weight in zip(recipe["models"], model_weights, strict=True):
+        entry["parameters"]["weight"] = weight
+    recipe["parameters"]["normalize"] = normalize
+    return recipe
+
+
+@pytest.mark.parametrize("model_weights, normalize", [((0.7, 0.3), True), ((0.7, 0.3), False), ((1.0, 2.0), True)])
+def test_ties_with_unequal_weights_equals_mergekit(model_weights, normalize, tiny_three, tmp_path):
+    """The weights count twice in TIES: in the election (the sign of the weighted sum) and, with `normalize`, in the
+    divisor (the sum of the weights of the models that agree, entry by entry); weights 1 and 1 test neither."""
+    base, a, b = weights(tiny_three)
+    recipe = set_weights(recipe_for("ties", tiny_three), model_weights, normalize)
+    mine = merging.ties(base, [a, b], list(model_weights), density=0.5, normalize=normalize)
+    assert_same(mine, mergekit_merge(recipe, tmp_path / "ties"))
+
+
+@pytest.mark.parametrize("name", ["dare_linear", "dare_ties"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_dare_of_two_weighted_models_equals_mergekit_given_its_drops(name, normalize, tiny_three, tmp_path,
+                                                                    monkeypatch):
+    """DARE's drops are random, so mergekit's are recorded (every task vector it sparsifies, and what it kept) and
+    the readable `dare` is given the same ones; everything after the drop (rescale, weights 0.7 / 0.3, the sign
+    election of dare_ties, normalize on or off) must then give mergekit's tensors."""
+    import mergekit.merge_methods.generalized_task_arithmetic as gta
+
+    drops, sparsify = {}, gta.sparsify
+
+    def recording(delta, **kwargs):
+        dropped = sparsify(delta, **kwargs)
+        drops[delta.numpy().tobytes()] = dropped != 0
+        return dropped
+
+    monkeypatch.setattr(gta, "sparsify", recording)
+    recipe = set_weights(recipe_for(name, tiny_three), (0.7, 0.3), normalize)
+    theirs = mergekit_merge(recipe, tmp_path / name)
+    base, a, b = weights(tiny_three)
+    assert len(drops) == 2 * len(base)  # every tensor of both models, each recorded once
+    drop_and_rescale = merging.drop_and_rescale
+    monkeypatch.setattr(merging, "drop_and_rescale", lambda vector, density, **_: drop_and_rescale(
+        vector, density, keep=drops[vector.numpy().tobytes()]))
+    mine = merging.dare(base, [a, b], [0.7, 0.3], density=0.5, sign_election=name == "dare_ties", normalize=normalize)
+    assert_same(mine, theirs)
+
 def test_passthrough_stacks_40_layers_that_reload_and_generate(tiny_three, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

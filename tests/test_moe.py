@@ -7,21 +7,23 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import ROOT, run_script
 from safetensors.torch import load_file
 
+from ftlab.errors import LearnerError
 from ftlab.moe import expert_load, total_and_active_parameters, upcycle
 
 SCRIPT = "04_moe/train.py"
 # Recorded on the CPU with OMP_NUM_THREADS=1 (`make test`): the tiny model upcycled to 4 experts (top-2),
-# 4 steps, lr 1e-3, batch 8, seed 42, fp32, router_aux_loss_coef 0.01.
+# 4 steps, lr 1e-3, batch 8, seed 42, fp32, router_aux_loss_coef 0.01, expert_noise 0.
 EXPECTED_LOSSES = [6.2576, 6.2716, 6.2266, 6.2028]
 
 
 def train(model, out, *extra):
     args = ["--config", "04_moe/config.yaml", "--model_name_or_path", str(model), "--output_dir", str(out),
             "--max_steps", "4", "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "2",
-            "--eval_samples", "4", "--max_new_tokens", "8", "--load_samples", "8", "--bf16", "false", *extra]
+            "--eval_samples", "4", "--max_new_tokens", "8", "--load_samples", "8", "--bf16", "false",
+            "--expert_noise", "0", *extra]  # identical experts: the start is the dense model, as the losses were recorded
     result = run_script(SCRIPT, *args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
@@ -52,6 +54,57 @@ def test_upcycled_moe_computes_the_dense_function(tiny_model):
     assert active == total  # top_k = num_experts: every expert runs
     with pytest.raises(ValueError, match="top_k"):
         upcycle(dense, 2, 3)
+
+
+@pytest.mark.parametrize("flag", ["mlp_bias", "attention_bias"])
+def test_upcycling_refuses_a_dense_model_with_biases(flag, tiny_model):
+    """Mixtral's layers hold no biases: a Llama with mlp_bias=True (or attention_bias=True) cannot be copied exactly,
+    so upcycle says so in one line instead of dropping the biases (which would change the function it claims to
+    keep)."""
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    config = AutoModelForCausalLM.from_pretrained(tiny_model).config
+    setattr(config, flag, True)
+    torch.manual_seed(0)
+    dense = LlamaForCausalLM(config)
+    layer = dense.model.layers[0]
+    assert (layer.mlp.down_proj if flag == "mlp_bias" else layer.self_attn.q_proj).bias is not None
+    with pytest.raises(ValueError, match=flag) as refused:
+        upcycle(dense, 4, 2)
+    assert "\n" not in str(refused.value) and isinstance(refused.value, LearnerError)  # a script: one error: line
+
+
+def test_identical_experts_give_the_router_no_gradient_so_the_config_adds_noise(tiny_model):
+    """With expert_noise 0 every expert computes the same function and the top-k weights sum to one, so the task loss
+    cannot tell routings apart: the router's gradient is float rounding, and only the aux loss moves it. config.yaml's
+    expert_noise makes the experts differ, so the aux-on/aux-off pair the README compares can learn a routing."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    noise = yaml.safe_load((ROOT / "04_moe" / "config.yaml").read_text())["expert_noise"]
+    assert noise > 0
+    dense = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ids = torch.randint(0, dense.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+    router = {}
+    for expert_noise in (0.0, noise):
+        moe = upcycle(dense, 4, 2, noise=expert_noise)  # output_router_logits off: the task loss alone
+        moe(input_ids=ids, labels=ids).loss.backward()
+        router[expert_noise] = min(layer.mlp.gate.weight.grad.norm().item() for layer in moe.model.layers)
+        assert all(layer.mlp.experts.down_proj.grad.norm() > 0 for layer in moe.model.layers)
+    assert router[0.0] < 1e-3 * router[noise], router
+    readme = " ".join((ROOT / "04_moe" / "README.md").read_text(encoding="utf-8").split())
+    aux_off = [line for line in readme.split("python 04_moe/train.py") if "--router_aux_loss_coef 0 " in line]
+    assert aux_off and not any("--expert_noise 0 " in line for line in aux_off), aux_off
+
+
+@pytest.mark.parametrize("noise, warns", [("0", True), ("0.01", False)])
+def test_the_aux_loss_off_with_identical_experts_warns(noise, warns, tiny_model, tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "x").write_text("")  # a non-empty output_dir: the script stops at its check, after the warning
+    result = run_script(SCRIPT, "--config", "04_moe/config.yaml", "--model_name_or_path", str(tiny_model),
+                        "--router_aux_loss_coef", "0", "--expert_noise", noise, "--output_dir", str(tmp_path / "o"))
+    assert result.returncode == 1 and "not empty" in result.stderr.strip().splitlines()[-1], result.stderr[-500:]
+    assert ("warning: --expert_noise 0 and --router_aux_loss_coef 0" in result.stderr) == warns
 
 
 def test_losses_are_finite_match_the_recorded_run_and_log_the_aux_loss(run):
@@ -85,25 +138,45 @@ def test_router_and_experts_changed_and_outputs_are_written(run, tiny_model):
 @pytest.mark.slow  # (12 s; kept out of the default suite, which is near its 15-minute limit)
 def test_without_the_aux_loss_none_is_logged(tiny_model, tmp_path):
     metrics = train(tiny_model, tmp_path / "noaux", "--router_aux_loss_coef", "0", "--eval_before", "false",
-                    "--save_strategy", "no")
+                    "--save_strategy", "no")  # (train's --expert_noise 0: the script warns, below)
     assert metrics["aux_losses"] == [] and metrics["router_aux_loss_coef"] == 0
     assert all(math.isfinite(x) for x in metrics["train_losses"])
 
 
-def test_lora_reaches_the_fused_experts_through_target_parameters(tiny_model, tmp_path):
+def test_lora_trains_attention_and_experts_and_leaves_the_router_frozen(tiny_model, tmp_path):
+    """config.yaml's LoRA targets after a few steps: the adapter, merged into the upcycled start, changes the
+    attention projections and every expert weight (one rank-r pair per expert) and leaves the router as it was."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
     metrics = train(tiny_model, tmp_path / "lora", "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
-                    "--eval_before", "false", "--save_strategy", "no")  # config.yaml's targets: experts + attention
+                    "--eval_before", "false", "--save_strategy", "no")
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"] / 3
     adapter = load_file(tmp_path / "lora" / "adapter_model.safetensors")
-    assert any("experts" in name for name in adapter), sorted(adapter)[:5]  # the 3-D expert weights got adapters
+    assert not [name for name in adapter if ".mlp.gate." in name], sorted(adapter)  # no adapter on the router
+    assert {tuple(t.shape) for name, t in adapter.items() if "experts" in name and "lora_A" in name} == {
+        (4 * 4, 32), (4 * 4, 64)}  # rank 4 for each of the 4 experts, in gate_up_proj and down_proj alike
+    start = upcycle(AutoModelForCausalLM.from_pretrained(tiny_model), 4, 2, seed=42)
+    before = {name: t.clone() for name, t in start.state_dict().items()}
+    after = PeftModel.from_pretrained(start, tmp_path / "lora").merge_and_unload().state_dict()
+    changed = {name for name in before if not torch.equal(after[name], before[name])}
+    for layer in range(2):
+        prefix = f"model.layers.{layer}."
+        assert prefix + "mlp.gate.weight" not in changed  # the router: frozen
+        for part in ("self_attn.q_proj.weight", "self_attn.v_proj.weight", "mlp.experts.gate_up_proj",
+                     "mlp.experts.down_proj"):
+            assert prefix + part in changed, part
 
 
 class FakeMoE(torch.nn.Module):
-    """Returns fixed router logits: 2 layers, 4 experts, 3 tokens per row (the last of row 2 is padding)."""
+    """Returns fixed router logits: 2 layers, 4 experts, 3 tokens per row (the last of row 2 is padding); or the
+    `layers` given (each [6 tokens, experts]), with `top_k` choices per token."""
 
-    def __init__(self):
+    def __init__(self, layers=None, top_k=1):
         super().__init__()
-        self.config = SimpleNamespace(num_local_experts=4, num_experts_per_tok=1, num_hidden_layers=2)
+        self.layers = layers
+        self.config = SimpleNamespace(num_local_experts=4, num_experts_per_tok=top_k,
+                                      num_hidden_layers=len(layers) if layers else 2)
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
     @property
@@ -111,6 +184,8 @@ class FakeMoE(torch.nn.Module):
         return torch.device("cpu")
 
     def forward(self, input_ids, attention_mask, output_router_logits):
+        if self.layers:
+            return SimpleNamespace(router_logits=self.layers)
         layer0 = torch.tensor([[9, 0, 0, 0], [9, 0, 0, 0], [0, 9, 0, 0],  # row 1: experts 0, 0, 1
                                [0, 0, 9, 0], [0, 0, 9, 0], [0, 0, 0, 9]], dtype=torch.float)  # row 2: 2, 2, (pad)
         layer1 = torch.roll(layer0, 1, dims=1)  # every choice moved one expert up
@@ -126,6 +201,34 @@ class FakeTokenizer:
 def test_expert_load_counts_each_tokens_choice_and_skips_padding():
     load = expert_load(FakeMoE(), FakeTokenizer(), ["a", "b"])
     assert torch.allclose(load, torch.tensor([[0.4, 0.2, 0.4, 0.0], [0.0, 0.4, 0.2, 0.4]]))
+
+
+def test_the_aux_loss_f_e_counts_tokens_per_expert_and_sums_to_top_k():
+    """transformers' load-balancing loss is num_experts x sum_e f_e x P_e with f_e the fraction of tokens that have e
+    among their top-k: the f_e sum to top_k, so an even spread gives top_k. expert_load's share of the choices is
+    f_e / top_k; the texts that define f_e say so."""
+    import re
+
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+
+    num, k = 4, 2
+    logits = torch.randn(6, num, generator=torch.Generator().manual_seed(0))
+    probs = logits.softmax(dim=-1)
+    f = torch.zeros(num).index_add_(0, probs.topk(k).indices.flatten(), torch.ones(6 * k)) / 6
+    assert f.sum().item() == pytest.approx(k)
+    assert load_balancing_loss_func((logits,), num, k).item() == pytest.approx(num * (f * probs.mean(dim=0)).sum().item())
+    even = torch.tensor([[9.0, 9, 0, 0], [0, 0, 9, 9]]).repeat(3, 1)  # every expert in half the tokens' top-2
+    assert load_balancing_loss_func((even,), num, k).item() == pytest.approx(k, abs=1e-3)
+
+    kept = [0, 1, 2, 3, 4]  # FakeTokenizer pads the last token
+    f_kept = torch.zeros(num).index_add_(0, probs[kept].topk(k).indices.flatten(), torch.ones(5 * k)) / 5
+    assert torch.allclose(expert_load(FakeMoE([logits], top_k=k), FakeTokenizer(), ["a", "b"])[0] * k, f_kept)
+
+    for path in ("04_moe/README.md", "ftlab/moe.py"):
+        text = " ".join((ROOT / path).read_text(encoding="utf-8").split())
+        assert not re.search(r"f_e (is|the) (the )?share", text), path  # a share would sum to 1, not to top_k
+        assert "sum to top_k" in text, path
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +299,7 @@ def experts_seen(model, device: str, ids) -> tuple[set, set]:
 
 
 def test_under_bf16_autocast_the_experts_run_in_fp32_unless_they_follow_autocast(tiny_model, monkeypatch):
-    """The hypothesis (issue 26, item 8), on the CPU with the model as the GPU path holds it (fp32 weights, bf16
+    """The hypothesis, on the CPU with the model as the GPU path holds it (fp32 weights, bf16
     autocast): transformers' grouped_mm casts the input to the weights' fp32, so the experts never compute in bf16.
     `experts_follow_autocast` makes them bf16, input and weights, with fp32 gradients for the fp32 weights; outside
     autocast it computes exactly what transformers' own backend does."""
