@@ -8,9 +8,10 @@
     print(format_table(estimate_training("135M", precision="bf16")))
     print(fit_report("Qwen/Qwen2.5-0.5B-Instruct", batch=4, gradient_checkpointing=True))  # fits 16 GB? 24 GB?
 
-Figures are kept in bytes; tables print GB = 10^9 bytes, the notes' unit (GiB = 2^30 bytes on request).
+Figures are kept in bytes; tables print GB = 10^9 bytes (GiB = 2^30 bytes on request), the unit of Chip Huyen's
+*AI Engineering* (2025), chapter 7, whose worked numbers tests/test_memory.py checks.
 
-Inference runs the forward pass only: N parameters at M bytes, plus the notes' 20% for activations and the
+Inference runs the forward pass only: N parameters at M bytes, plus the book's 20% for activations and the
 KV cache: N x M x 1.2 (13B at 2 bytes: 31.2 GB).
 
 Training keeps four things (notes: weights + activations + gradients + optimizer states):
@@ -77,7 +78,7 @@ PRECISIONS = {"fp32": (4, 4), "bf16": (2, 2), "fp16": (2, 2), "mixed": (4, 2), "
 OPTIMIZER_STATES = {"adamw": 2, "adamw_8bit": 2, "sgd": 0, "sgd_momentum": 1}  # values per trainable parameter
 METHODS = ("full", "lora", "qlora", "partial")
 COMPONENTS = ("weights", "gradients", "optimizer", "activations")
-INFERENCE_OVERHEAD = 0.2  # the notes' 20% for activations and the KV cache
+INFERENCE_OVERHEAD = 0.2  # AI Engineering's 20% for activations and the KV cache
 # A Llama block's linear layers (PEFT's all-linear) and the tensor each reads; o_proj reads SDPA's output in place
 SOURCE = {"q_proj": "attn", "k_proj": "attn", "v_proj": "attn", "o_proj": None,
           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "down"}
@@ -247,7 +248,7 @@ class Breakdown:
 
     @property
     def model_states(self) -> float:
-        """Weights + gradients + optimizer states: what the notes' examples and DeepSpeed's estimators count."""
+        """Weights + gradients + optimizer states: what AI Engineering's examples and DeepSpeed's estimators count."""
         return self.weights + self.gradients + self.optimizer
 
     @property
@@ -543,7 +544,7 @@ def plot_breakdown(breakdowns: dict[str, Breakdown], path, unit: str = "auto", t
 
 
 EXAMPLES = """examples:
-  python -m ftlab.memory 7B --precision bf16               # the notes' 56 GB (activations n/a: no shape)
+  python -m ftlab.memory 7B --precision bf16               # AI Engineering's 56 GB (activations n/a: no shape)
   python -m ftlab.memory 13B --precision bf16 --method partial --trainable 1B
   python -m ftlab.memory 70B --precision mixed16 --zero 3 --gpus 8 --hidden 8192 --layers 80 --vocab 128256
   python -m ftlab.memory HuggingFaceTB/SmolLM2-135M-Instruct --method lora --seq 384 --plot methods.png

@@ -1,4 +1,4 @@
-"""ftlab.memory: the notes' worked numbers, counts read from configs against real models and PEFT, ZeRO against
+"""ftlab.memory: AI Engineering's worked numbers (Chip Huyen, 2025, chapter 7), counts read from configs against real models and PEFT, ZeRO against
 DeepSpeed's own estimators, the activation count against what autograd keeps, the table, the chart and the CLI."""
 
 import subprocess
@@ -29,7 +29,7 @@ def tiny_config(**changes) -> LlamaConfig:
 
 
 def test_the_notes_worked_examples_come_out_exactly():
-    """Chapter 2's numbers: 13B inference at 2 bytes, 13B and 1B-trainable Adam at 2 bytes, 7B 16-bit full."""
+    """AI Engineering's numbers: 13B inference at 2 bytes, 13B and 1B-trainable Adam at 2 bytes, 7B 16-bit full."""
     assert round(estimate_inference("13B", precision="bf16") / GB, 2) == 31.2
     b = estimate_training("13B", precision="bf16")
     assert round((b.gradients + b.optimizer) / GB, 2) == 78.0

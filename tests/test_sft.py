@@ -137,7 +137,7 @@ def test_unknown_config_key_is_a_one_line_error(tiny_model, tmp_path):
     assert "learning_rat" in line
 
 
-# Each bad input a new user tried (issue 5) ends in one line before any model is loaded. ftlab/startup.py
+# Each bad input a new user tried ends in one line before any model is loaded. ftlab/startup.py
 # and ftlab/data.py hold the checks; tests/test_startup.py covers every rule, these run the real script.
 @pytest.mark.parametrize("args, says", [
     (["--config", "nope.yaml"], "nope.yaml: no such file"),
