@@ -58,19 +58,26 @@ def with_shots(example: dict, shots: list[dict]) -> dict:
     return {"messages": [system, *worked, *question_and_answer]}
 
 
-def json_schema_constraint(tokenizer, vocab_size: int):
-    """A maker of xgrammar logits processors for the task's schema (one per generated batch: each keeps the state
-    of its rows). The schema is compiled once against the tokenizer: which tokens may follow which prefix."""
+def compile_schema(tokenizer, vocab_size: int | None = None):
+    """The task's JSON Schema (ftlab/task.py) compiled by xgrammar against `tokenizer`: which tokens may follow which
+    prefix. `vocab_size`: the model's, which may be larger than the tokenizer's (padding rows)."""
     import json
 
     import xgrammar
-    import xgrammar.contrib.hf
 
     from ftlab.task import JSON_SCHEMA
 
     info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-    grammar = xgrammar.GrammarCompiler(info).compile_json_schema(
+    return xgrammar.GrammarCompiler(info).compile_json_schema(
         json.dumps(JSON_SCHEMA), any_whitespace=False, separators=(", ", ": "))  # the training answers' spacing
+
+
+def json_schema_constraint(tokenizer, vocab_size: int):
+    """A maker of xgrammar logits processors for the task's schema (one per generated batch: each keeps the state
+    of its rows), the schema compiled once."""
+    import xgrammar.contrib.hf
+
+    grammar = compile_schema(tokenizer, vocab_size)
     return lambda: xgrammar.contrib.hf.LogitsProcessor(grammar)
 
 

@@ -33,12 +33,6 @@ def test_shots_come_between_the_system_prompt_and_the_question():
     assert prompting.with_shots(question, [])["messages"] == question["messages"]  # zero-shot: unchanged
 
 
-def grammar(tokenizer):
-    info = xgrammar.TokenizerInfo.from_huggingface(tokenizer)
-    return xgrammar.GrammarCompiler(info).compile_json_schema(
-        json.dumps(JSON_SCHEMA), any_whitespace=False, separators=(", ", ": "))
-
-
 def accepts(compiled, text: str) -> bool:
     matcher = xgrammar.GrammarMatcher(compiled)
     return matcher.accept_string(text) and matcher.is_completed()
@@ -47,7 +41,7 @@ def accepts(compiled, text: str) -> bool:
 def test_the_schema_accepts_every_right_answer_and_refuses_wrong_shapes(tiny_model):
     """The grammar never forbids a right answer (every gold answer in the data passes, as written there), and it
     refuses what the metric would fail: a wrong type, a missing key, another key order, a date not in ISO form."""
-    compiled = grammar(AutoTokenizer.from_pretrained(tiny_model))
+    compiled = prompting.compile_schema(AutoTokenizer.from_pretrained(tiny_model))  # what the script compiles
     golds = [ex["messages"][-1]["content"] for name, kind in [("sft_train", "sft"), ("sft_eval", "sft"),
                                                               ("handwritten_eval", "handwritten")]
              for ex in read_jsonl(DATA_DIR / f"{name}.jsonl", kind)]
