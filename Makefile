@@ -66,14 +66,15 @@ $(GGUF_STAMP): $(STAMP)
 demo: setup
 	$(PY) 02_sft/train.py --config 02_sft/config.yaml --overwrite_output_dir true
 
-# Every technique's default config on the embedded model (~1.5 h on 2 cores), then one table and chart in
-# runs/course/. A technique already complete for the same command and config is not run again: a stopped
-# `make course` goes on where it stopped. benchmarks/course.py --help: --only, --table_only.
+# Every lesson's default command on the embedded model, then one table and chart in runs/course/ (its time on a
+# 2-core CPU: COURSE.md, "Time on a CPU"). A technique already complete for the same command and config is not run
+# again: a stopped `make course` goes on where it stopped. benchmarks/course.py --help: --only, --table_only,
+# --publish (make the runs the course's committed numbers).
 course: setup
 	$(PY) benchmarks/course.py
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 test-notebooks: setup
 	$(PY) -m pytest -m notebooks --dist load

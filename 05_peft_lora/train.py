@@ -14,6 +14,8 @@ Run from the repository root inside the project's environment (`make setup`; `so
     python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --lora_target_modules q_proj v_proj
     python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --use_dora true        # DoRA
     python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --init_lora_weights pissa_niter_4
+    python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --peft_method ia3 \
+        --learning_rate 1e-2 --output_dir runs/05_ia3                # IA3: scaling vectors, 85x fewer weights
     python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --peft_method prompt_tuning \
         --learning_rate 3e-2                                         # a soft prompt instead of LoRA
     python 05_peft_lora/train.py --config 05_peft_lora/config.yaml --resume true
@@ -36,7 +38,8 @@ SOFT_PROMPTS = ("prompt_tuning", "prefix_tuning", "p_tuning")
 @dataclass
 class ScriptArguments(TaskArguments):
     peft_method: str = field(default="lora", metadata={
-        "help": "lora, or a soft prompt: prompt_tuning, prefix_tuning, p_tuning", "choices": ("lora", *SOFT_PROMPTS)})
+        "help": "lora; ia3 (a learned scale per channel of k, v and the MLP's down projection); or a soft prompt: "
+                "prompt_tuning, prefix_tuning, p_tuning", "choices": ("lora", "ia3", *SOFT_PROMPTS)})
     init_lora_weights: str = field(default="true", metadata={
         "help": "true (A random, B zero: starts as the base model), gaussian, pissa / pissa_niter_4 (A, B from the "
                 "weight's top singular vectors), olora (from a QR decomposition)"})
@@ -45,8 +48,8 @@ class ScriptArguments(TaskArguments):
 
 
 def build_peft_config(script_args, model_args):
-    """LoRA (TRL's ModelConfig keys: lora_r, lora_alpha, ...) or one of the soft-prompt methods."""
-    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
+    """LoRA (TRL's ModelConfig keys: lora_r, lora_alpha, ...), IA3, or one of the soft-prompt methods."""
+    from peft import IA3Config, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType
     from trl import get_peft_config
 
     if script_args.peft_method == "lora":
@@ -54,6 +57,11 @@ def build_peft_config(script_args, model_args):
         init = script_args.init_lora_weights.lower()
         config.init_lora_weights = {"true": True, "false": False}.get(init, init)
         return config
+    if script_args.peft_method == "ia3":
+        # IA3 (Liu et al. 2022): no new matrices, one learned vector per layer that scales the keys, the values and
+        # the input of the MLP's down projection, channel by channel (starting at 1: the base model). PEFT's default
+        # layers for Llama; a scale merges into its weight like LoRA's product does.
+        return IA3Config(task_type=TaskType.CAUSAL_LM)
     soft = {"prompt_tuning": PromptTuningConfig, "prefix_tuning": PrefixTuningConfig, "p_tuning": PromptEncoderConfig}
     return soft[script_args.peft_method](task_type=TaskType.CAUSAL_LM, num_virtual_tokens=script_args.num_virtual_tokens)
 
@@ -116,8 +124,8 @@ def main():
     after = score_task("after", model, tokenizer, data, script_args, training_args)
     adapter_mb = save_adapter(model, tokenizer, out, path_initial_model_for_weight_conversion=initial)
     print(f"adapter: {adapter_mb:.1f} MB in {out} (load it onto the base with PeftModel.from_pretrained)")
-    if script_args.save_merged and script_args.peft_method == "lora":
-        merged = model.merge_and_unload()  # W + B @ A * alpha / r, adapter layers removed: a plain model again
+    if script_args.save_merged and script_args.peft_method in ("lora", "ia3"):
+        merged = model.merge_and_unload()  # W + B @ A * alpha / r (IA3: W scaled), adapter layers removed
         merged.save_pretrained(out / "merged")
         tokenizer.save_pretrained(out / "merged")
         print(f"merged model: {folder_megabytes(out / 'merged', '*.safetensors'):.0f} MB in {out / 'merged'}")

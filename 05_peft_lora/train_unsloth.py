@@ -56,7 +56,7 @@ def main():
     # ---- 1. Config: the same file as train.py ---------------------------------------------------------
     script_args, training_args, model_args = parse_config(ScriptArguments, SFTConfig, ModelConfig)
     if script_args.peft_method != "lora" or script_args.init_lora_weights.lower() != "true" or model_args.use_dora:
-        fail("train_unsloth.py trains plain LoRA: soft prompts, PiSSA/OLoRA and DoRA are in train.py")
+        fail("train_unsloth.py trains plain LoRA: IA3, soft prompts, PiSSA/OLoRA and DoRA are in train.py")
 
     from ftlab.checkpoints import protect
     from ftlab.data import load_task

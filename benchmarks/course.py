@@ -4,6 +4,7 @@
     python benchmarks/course.py --only 02_sft 05_peft_lora    # some of them
     python benchmarks/course.py --table_only        # rebuild the table from what runs/course/ already holds
     python benchmarks/course.py --dry_run           # what would run, and what is complete already
+    python benchmarks/course.py --table_only --publish   # make these runs the course's numbers (below)
 
 Each technique runs its folder's script with its default config, as a learner would (nothing is copied
 from the scripts), into runs/course/<name>/ (never a learner's own runs/ folders). A run that finished
@@ -15,12 +16,18 @@ own 02_sft model (the table then shows what each adds on top of SFT), so a new 0
 too. The table is built from each run's metrics.json alone (every script writes the same keys through
 ftlab.report). Flags after `--` reach every run (`-- --max_steps 2` for a smoke test).
 
-On the project's 2-core CPU each run took 6-9 minutes, the whole course 64 minutes (README, The course table).
+--publish copies what the runs measured (each metrics.json without its per-step log, the command, the wall time,
+the machine) into benchmarks/course_results.json, the one file every lesson's "What to expect" numbers and the
+README's course table are written from (benchmarks/course_pages.py); tests/test_readmes.py checks the pages agree.
+
+Its time on the project's 2-core CPU: COURSE.md, "Time on a CPU" (written from the published run).
 """
 
 import argparse
 import hashlib
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -32,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (name, script, config, what it teaches). 03's DPO and GRPO, and 08's QAT, start from the course's own 02_sft run:
 # the table then shows what each adds on top of SFT. 07 (merging) and 09 (export) train nothing: not in the table.
 TECHNIQUES = [
+    ("00_prompting", "00_prompting/prompt.py", "00_prompting/config.yaml",
+     "no training: zero-shot -> 8 worked examples, decoding held to the JSON Schema"),
     ("01_full_finetuning", "01_full_finetuning/train.py", "01_full_finetuning/config.yaml",
      "continued pre-training on prose, every weight"),
     ("02_sft", "02_sft/train.py", "02_sft/config.yaml", "supervised finetuning, every weight"),
@@ -48,6 +57,23 @@ STARTS_FROM = {"03_dpo": "02_sft", "03_grpo": "02_sft", "08_qat": "02_sft"}
 # Flags a technique's run adds to its config: GRPO's reward model is a lesson of its own (03_rlhf/README.md), so
 # the course uses the reward that needs no training, a program that checks the JSON (RL with verifiable rewards).
 FLAGS = {"03_grpo": ["--rewards", "json"]}
+# What a run leaves to read: every training script writes metrics.json (ftlab.report); 00 trains nothing and writes
+# results.json, one row per prompt and decoding.
+RESULT_FILE = {"00_prompting": "results.json"}
+
+
+def this_machine() -> dict:
+    """What the numbers were measured on: the CPU's name and cores, the GPU if torch sees one, torch's version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__.split("+")[0]}
 
 
 def fingerprint(command: list[str], script: str, config: str) -> str:
@@ -61,7 +87,7 @@ def fingerprint(command: list[str], script: str, config: str) -> str:
 def complete(out: Path, stamp: str) -> bool:
     """Whether `out` holds a finished run with this fingerprint (metrics.json and course_run.json agree)."""
     marker = out / "course_run.json"
-    return (out / "metrics.json").is_file() and marker.is_file() and \
+    return (out / RESULT_FILE.get(out.name, "metrics.json")).is_file() and marker.is_file() and \
         json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == stamp
 
 
@@ -72,11 +98,12 @@ def run_all(names: list[str], root: Path, extra: list[str], dry_run: bool = Fals
         if name not in names:
             continue
         out = root / name
-        command = [script, "--config", config, "--output_dir", str(out), "--overwrite_output_dir", "true"]
+        shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out  # runs/course/..., as a learner types it
+        command = [script, "--config", config, "--output_dir", str(shown), "--overwrite_output_dir", "true"]
         upstream = []
         if name in STARTS_FROM:
             start = root / STARTS_FROM[name]
-            command += ["--model_name_or_path", str(start)]
+            command += ["--model_name_or_path", str(start.relative_to(ROOT) if start.is_relative_to(ROOT) else start)]
             marker = start / "course_run.json"
             if not marker.is_file():
                 if dry_run:
@@ -98,12 +125,13 @@ def run_all(names: list[str], root: Path, extra: list[str], dry_run: bool = Fals
         start = time.perf_counter()
         done = subprocess.run([sys.executable, *command], cwd=ROOT, check=False)
         seconds = time.perf_counter() - start
-        if done.returncode != 0 or not (out / "metrics.json").is_file():
+        if done.returncode != 0 or not (out / RESULT_FILE.get(name, "metrics.json")).is_file():
             print(f"{name}: failed (exit {done.returncode}) after {seconds:.0f} s; the others go on", flush=True)
             failed.append(name)
             continue
         (out / "course_run.json").write_text(json.dumps({"fingerprint": stamp, "command": command,
-                                                         "wall_seconds": round(seconds, 1)}, indent=2) + "\n")
+                                                         "wall_seconds": round(seconds, 1),
+                                                         "machine": this_machine()}, indent=2) + "\n")
         checkpoints = sorted(out.glob("checkpoint-*"))  # a full model's: 1.6 GB (the MoE's 4.2 GB)
         for checkpoint in checkpoints:
             shutil.rmtree(checkpoint)
@@ -112,20 +140,33 @@ def run_all(names: list[str], root: Path, extra: list[str], dry_run: bool = Fals
     return failed
 
 
+def prompting_metrics(results: dict) -> dict:
+    """00's results.json as a training run's metrics: "before" is its zero-shot row (what every lesson scores as
+    before), "after" its last row (the most worked examples, held to the schema: the most prompting does here)."""
+    first, last = results["rows"][0], results["rows"][-1]
+    return {**results, "before": first["scores"], "after": last["scores"], "train_seconds": None,
+            "trainable_parameters": 0}
+
+
 def collect(root: Path) -> list[dict]:
-    """One row per technique whose run holds a metrics.json, in the course's order."""
+    """One row per technique whose run left its results, in the course's order; `metrics` is what its run wrote
+    (without the per-step log), `command` and `wall_seconds` what course_run.json recorded."""
     rows = []
     for name, _, _, what in TECHNIQUES:
-        path = root / name / "metrics.json"
+        path = root / name / RESULT_FILE.get(name, "metrics.json")
         if not path.is_file():
             continue
         m = json.loads(path.read_text(encoding="utf-8"))
-        wall = root / name / "course_run.json"
+        m = prompting_metrics(m) if name == "00_prompting" else m
+        marker = root / name / "course_run.json"
+        run = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
         rows.append({"name": name, "what": what, "before": m.get("before"), "after": m["after"],
                      "train_seconds": m.get("train_seconds"), "peak_memory_gib": m.get("peak_memory_gib"),
                      "memory_device": m.get("memory_device"), "trainable": m.get("trainable_parameters"),
-                     "total": m.get("total_parameters"),
-                     "wall_seconds": json.loads(wall.read_text())["wall_seconds"] if wall.is_file() else None})
+                     "total": m.get("total_parameters"), "wall_seconds": run.get("wall_seconds"),
+                     "command": ["python", *run["command"]] if "command" in run else None,
+                     "machine": run.get("machine"),
+                     "metrics": {k: v for k, v in m.items() if k != "per_step"}})
     return rows
 
 
@@ -185,6 +226,27 @@ def chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def publish(rows: list[dict], root: Path) -> None:
+    """The runs' results as the course's numbers: benchmarks/course_results.json and course.png, then every
+    generated block."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import course_pages  # benchmarks/course_pages.py
+
+    missing = [r["name"] for r in rows if not r["command"]]
+    if missing:
+        raise SystemExit(f"error: --publish: {', '.join(missing)} has no course_run.json (not run by this script)")
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in rows if r["machine"]}
+    if len(machines) > 1:
+        raise SystemExit("error: --publish: the runs were measured on different machines; run them on one")
+    data = {"machine": json.loads(machines.pop()) if machines else this_machine(),
+            "techniques": [{k: r[k] for k in ("name", "what", "command", "wall_seconds", "metrics")} for r in rows]}
+    (ROOT / "benchmarks" / "course_results.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    shutil.copyfile(root / "course.png", ROOT / "benchmarks" / "course.png")
+    changed = course_pages.write_all(data)
+    print("wrote benchmarks/course_results.json, benchmarks/course.png; rewrote "
+          + (", ".join(str(p.relative_to(ROOT)) for p in changed) or "no page (all current)"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = [name for name, *_ in TECHNIQUES]
@@ -192,6 +254,8 @@ def main():
     parser.add_argument("--output_root", default="runs/course", help="one folder per technique, and the table")
     parser.add_argument("--table_only", action="store_true", help="do not run anything; rebuild the table")
     parser.add_argument("--dry_run", action="store_true", help="print what would run (and what is complete), run nothing")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the runs' results to benchmarks/course_results.json and every page's numbers")
     parser.add_argument("extra", nargs="*", help="flags for every run, after --")
     args = parser.parse_args()
     root = (ROOT / args.output_root) if not Path(args.output_root).is_absolute() else Path(args.output_root)
@@ -205,6 +269,8 @@ def main():
     (root / "course.md").write_text(table(rows) + "\n", encoding="utf-8")
     chart(rows, root / "course.png")
     print("\n" + table(rows) + f"\n\nwrote {root / 'course.md'} and {root / 'course.png'}")
+    if args.publish:
+        publish(rows, root)
     if failed:
         raise SystemExit(f"error: {', '.join(failed)} failed (their output above); the table holds the others")
 

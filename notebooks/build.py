@@ -4,11 +4,13 @@ Every notebook has the same shape, so they are generated rather than kept in ste
 the local environment), what the lesson starts from (trained by the course's own scripts unless an earlier run
 left it), the folder's own script run with its own config (never a copy of its code), then what the run wrote:
 for a training lesson the before/after table, the loss curve and answers before and after side by side; for
-merging, quantizing and exporting the results table and the answers where the copies disagree. Last, the knobs
-worth changing. Edit this file and run it again; tests/test_notebooks.py checks that the committed notebooks are
+merging, quantizing and exporting the results table and the answers where the copies disagree. Last, the lesson's
+exercises (with their solutions) and questions for a class, copied from its README's "Try next" and "Discuss", so
+the two never disagree. Edit this file (or the README) and run it again; tests/test_notebooks.py checks that the committed notebooks are
 what it writes and executes each of them top to bottom on a tiny model.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,9 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
-# Where the course would be published; the Colab badge and the Colab set-up cell clone from here.
+ROOT = HERE.parent
+# The GitHub repository the Colab badges open and the Colab set-up cell clones: the one setting to change for a
+# fork ("you/finetune-lab"), then run this script again (notebooks/README.md).
 REPO = "finetune-lab/finetune-lab"
 # The test-sized run of a training script: 2 steps, 2 examples scored, short answers, nothing but the model saved.
 SMOKE_FLAGS = ["--max_steps", "2", "--eval_samples", "2", "--handwritten_file", "none", "--probe_file", "none",
@@ -32,7 +36,6 @@ class Lesson:
     script: str
     config: str
     what: str                 # the opening paragraph: what the technique does
-    knobs: list[tuple[str, str]]  # (flag, what to expect)
     smoke: list[str] = field(default_factory=lambda: list(TRAIN_SMOKE))  # the test-sized run's flags
     flags: list[str] = field(default_factory=list)  # flags the run always adds ("runs/x": the notebook's RUNS / 'x')
     # (runs/ folder, script, config, flags): what the lesson starts from, trained first unless already there
@@ -46,51 +49,49 @@ class Lesson:
 
 
 SFT_MODEL = ("02_sft", "02_sft/train.py", "02_sft/config.yaml", [])  # what `make demo` trains
+# 03's starting model: 20 steps of 02_sft, an SFT model that still makes the mistakes the preference pairs show
+WEAK_SFT_MODEL = ("03_sft", "02_sft/train.py", "02_sft/config.yaml",
+                  ["--max_steps", "20", "--eval_before", "false", "--save_strategy", "no"])
 
 NOTEBOOKS = {
+    "00_prompting": Lesson(
+        "Prompting first: zero-shot, few-shot and a JSON-Schema grammar", "00_prompting/prompt.py",
+        "00_prompting/config.yaml",
+        "No training: the embedded model asked to do the task with the system prompt alone, with 1, 3 and 8 worked "
+        "examples from the training split, and each again with every generated token held to the task's JSON "
+        "Schema (xgrammar). Scored with the same metric as every later lesson: where valid JSON stops being the "
+        "problem and right values start.",
+        smoke=["--model_name_or_path", SMOKE, "--shots", "0", "1", "--eval_samples", "2", "--handwritten_file", "none",
+               "--max_new_tokens", "8"],
+        kind="table", copies=True),
     "01_full_finetuning": Lesson(
         "Full finetuning: continued pre-training on prose", "01_full_finetuning/train.py",
         "01_full_finetuning/config.yaml",
         "Every weight trained with the plain `Trainer` on running text about the people of the task. Perplexity on "
-        "held-out prose falls; the task score does not move, because prose does not teach the answer's format.",
-        [("--max_steps 90", "twice the tokens: perplexity falls further, the task score stays at 0%"),
-         ("--train_last_k_blocks 6", "only the top 6 of 30 blocks train: less memory, a smaller perplexity drop")]),
+        "held-out prose falls; the task score does not move, because prose does not teach the answer's format."),
     "02_sft": Lesson(
         "Supervised finetuning (SFT)", "02_sft/train.py", "02_sft/config.yaml",
         "Every weight trained with TRL's `SFTTrainer` on chat examples, the loss on the answer only. The base model "
-        "writes prose; after a few hundred examples it answers in the task's JSON.",
-        [("--learning_rate 1e-4 / 5e-4", "too low learns slower; too high invents values and forgets more"),
-         ("--max_steps 160", "exact match keeps rising on both sets; the general questions fall further"),
-         ("--use_peft true", "the LoRA variant: compare trainable parameters, memory and time in metrics.json")]),
+        "writes prose; after a few hundred examples it answers in the task's JSON."),
     "03_rlhf": Lesson(
         "Preference finetuning: DPO", "03_rlhf/train_dpo.py", "03_rlhf/dpo.yaml",
         "Direct preference optimisation on pairs of a right and a wrong answer (TRL's `DPOTrainer`): the model is "
         "pushed towards the chosen answer and away from the rejected one, relative to a frozen copy of itself.",
-        [("--beta 0.5", "a stronger pull towards the reference model: slower to move, less drift"),
-         ("--method kto / --method orpo", "the other preference losses behind the same switch (see kto.yaml, orpo.yaml)"),
-         ("--model_name_or_path runs/03_sft", "start from an SFT model, as InstructGPT did: DPO then polishes")],
-        smoke=[*TRAIN_SMOKE, "--dtype", "float32", "--per_device_train_batch_size", "2"]),
+        smoke=[*SMOKE_FLAGS, "--dtype", "float32", "--per_device_train_batch_size", "2"],
+        flags=["--model_name_or_path", "runs/03_sft"], needs=[WEAK_SFT_MODEL]),
     "04_moe": Lesson(
         "Mixture of Experts: upcycling SmolLM2", "04_moe/train.py", "04_moe/config.yaml",
         "SmolLM2's MLP copied into 4 experts with a router (top-2), finetuned with the load-balancing loss; the "
         "router's token shares per layer are measured before and after.",
-        [("--router_aux_loss_coef 0", ("no load-balancing loss: compare each expert's share of the tokens with the "
-                                       "default run's (in 15 steps on a CPU neither collapsed)")),
-         ("--use_peft true", "LoRA on attention and the fused experts (PEFT target_parameters); the router frozen")],
         smoke=[*TRAIN_SMOKE, "--load_samples", "8"]),
     "05_peft_lora": Lesson(
         "LoRA and parameter-efficient finetuning", "05_peft_lora/train.py", "05_peft_lora/config.yaml",
         "The base frozen (in bf16), a low-rank update B·A learned beside each linear layer: 3.5% of the weights "
-        "train, the adapter is 20 MB, and it is saved alone and merged into the base.",
-        [("--lora_r 4 --lora_alpha 8", "a quarter of the adapter: how much of the score is left?"),
-         ("--lora_target_modules q_proj v_proj", "attention only, the original LoRA paper's choice"),
-         ("--use_dora true", "DoRA: magnitude and direction trained apart; slower per step")]),
+        "train, the adapter is 20 MB, and it is saved alone and merged into the base."),
     "06_qlora": Lesson(
         "QLoRA: LoRA on a 4-bit base", "06_qlora/train.py", "06_qlora/config.yaml",
         "The frozen base stored in 4-bit NF4 (bitsandbytes), 16-bit LoRA adapters trained on top: the base takes "
         "110 MB instead of 269 MB. The adapter is then merged into a 16-bit base, not the 4-bit one.",
-        [("--bnb_4bit_quant_type fp4", "FP4 instead of NF4: NF4's levels fit normally distributed weights better"),
-         ("--use_bnb_nested_quant false", "no double quantization: a few MB more for the scales")],
         smoke=[*TRAIN_SMOKE, "--dtype", "float32"]),
     "07_model_merging": Lesson(
         "Model merging: two finetunes, one model, no training", "07_model_merging/merge.py",
@@ -99,13 +100,6 @@ NOTEBOOKS = {
         "SmolLM2. Their weights still sit close together, so an average of them (linear), or the base plus both "
         "updates trimmed so they interfere less (TIES), is a model too. mergekit builds each merge in seconds; the "
         "table scores it on both tasks next to A and B.",
-        [("--recipes 07_model_merging/mergekit/slerp.yaml --sweep 0,0.25,0.5,0.75,1",
-          "the figure above: one task gives way to the other as t moves, with a dip in the middle"),
-         ("--recipes 07_model_merging/mergekit/ties.yaml --density 0.2", ("keep less of each update: less interference, "
-                                                                          "less of each task")),
-         ("--recipes 07_model_merging/mergekit/passthrough.yaml", ("stack layers of A and B into a 40-layer "
-                                                                  "model (a frankenmerge): bigger, not better without "
-                                                                  "training"))],
         smoke=["--base_model", SMOKE, "--eval_samples", "2", "--max_new_tokens", "8"],
         flags=["--model_a", "runs/07_a_extract", "--model_b", "runs/07_b_describe", "--recipes",
                "07_model_merging/mergekit/linear.yaml", "07_model_merging/mergekit/ties.yaml", "--score_inputs", "true"],
@@ -125,12 +119,6 @@ NOTEBOOKS = {
         "The SFT model's linear layers stored in 8 or 4 bits (bitsandbytes, torchao) with no data and no training: "
         "it only rounds. For each method: the size on disk, the memory the weights hold, the decoding speed, and "
         "the task score next to the unquantized model.",
-        [("--methods bf16 torchao_int8_dynamic torchao_int8_dynamic_int4", ("int8 activations too: "
-          "faster matrix products where the hardware has int8 kernels, a little more error")),
-         ("python 08_quantization/train_qat.py --config 08_quantization/train_qat.yaml",
-          "quantization-aware training: 20 more steps that learn around int4's rounding (win back most of the loss)"),
-         ("python 08_quantization/formats.py --config 08_quantization/formats.yaml",
-          "the number formats themselves: range, precision, what fp16 flushes to zero and bf16 keeps")],
         smoke=[*SCORE_SMOKE, "--decode_tokens", "4"], flags=["--model_name_or_path", "runs/02_sft"],
         needs=[SFT_MODEL], kind="table", copies=True),
     "09_export": Lesson(
@@ -140,9 +128,6 @@ NOTEBOOKS = {
         "converted by llama.cpp's own converter into single GGUF files (f16, q8_0, q4_k_m), and each copy scored "
         "again in the program that will serve it. A copy that answers differently from the trained model is a "
         "broken copy; the table counts the answers that stayed word for word.",
-        [("--model_name_or_path runs/05_peft_lora", "an adapter: merged into its bf16 base first, then the same"),
-         ("--gguf_types f16 q8_0 q4_k_m q4_0", "another llama.cpp quantization type, scored like the others"),
-         ("python -m ftlab.chat runs/09_export/model-q4_k_m.gguf", "talk to a file yourself, in a terminal")],
         smoke=[*SCORE_SMOKE, "--decode_tokens", "4", "--gguf_types", "f16", "q8_0"],
         flags=["--model_name_or_path", "runs/02_sft"], needs=[SFT_MODEL], kind="table", copies=True,
         before_run=(
@@ -293,7 +278,7 @@ def table_results(lesson: Lesson) -> list:
     ]
     if lesson.figure:
         cells.append(new_code_cell(
-            f"# The figure in the lesson's README, from a real run on the embedded model (a sweep, see the knobs).\n"
+            f"# The figure in the lesson's README, from a real run on the embedded model (a sweep: the exercises below).\n"
             f"display(Image(filename={lesson.figure!r}))"))
     if lesson.copies:
         cells += [
@@ -313,11 +298,29 @@ def table_results(lesson: Lesson) -> list:
     return cells
 
 
+def readme_parts(folder: str) -> list[str]:
+    """The lesson README's "Try next" (exercises, solutions folded) and "Discuss" parts, as markdown cells: each
+    exercise's command runs in a terminal, or as flags added to `flags` in the run cell. Relative links are made
+    relative to notebooks/."""
+    text = (ROOT / folder / "README.md").read_text(encoding="utf-8")
+    parts = []
+    for title in ("Try next", "Discuss"):
+        found = re.search(rf"^## {title}\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
+        if not found:
+            raise SystemExit(f"error: {folder}/README.md has no '## {title}' part")
+        body = re.sub(r"\]\((?!https?:|mailto:)([^)]+)\)",  # a page's own anchors: its README's
+                      lambda m: f"](../{folder}/{'README.md' if m[1].startswith('#') else ''}{m[1]})", found[1].strip())
+        intro = ("Each command runs in a terminal from the repository root (or add its flags to `flags` in the run "
+                 "cell above). Try it before you open the solution: each says what was measured when it was run.\n\n"
+                 if title == "Try next" else "")
+        parts.append(f"## {title}\n\n{intro}{body}")
+    return parts
+
+
 def notebook(folder: str) -> nbformat.NotebookNode:
     lesson = NOTEBOOKS[folder]
     badge = (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
              f"(https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{folder}.ipynb)")
-    knob_lines = "\n".join(f"- `{flag}`: {expect}" for flag, expect in lesson.knobs)
     cells = [
         new_markdown_cell(f"# {lesson.title}\n\n{badge}\n\n{lesson.what}\n\nThis notebook runs "
                           f"[`{lesson.script}`](../{lesson.script}) with [`{lesson.config}`](../{lesson.config}), "
@@ -334,10 +337,7 @@ def notebook(folder: str) -> nbformat.NotebookNode:
     ]
     if lesson.after:
         cells += [new_markdown_cell(f"## {lesson.after_title}"), new_code_cell(lesson.after)]
-    cells.append(new_markdown_cell("## Knobs worth changing\n\n"
-                                   + ("Add them to `flags` above and run again:" if lesson.kind == "training" else
-                                      "Add a flag to `flags` above and run again, or run the command in a terminal:")
-                                   + f"\n\n{knob_lines}"))
+    cells += [new_markdown_cell(part) for part in readme_parts(folder)]
     for i, cell in enumerate(cells):
         cell.id = f"{folder}-{i}"  # fixed ids: building twice writes the same file
     nb = new_notebook(cells=cells)

@@ -79,3 +79,22 @@ def test_a_technique_that_starts_from_another_runs_on_its_model(ran, tmp_path):
     alone = course(tmp_path / "fresh", "--only", "03_dpo")  # no SFT run to start from: said in one line, not run
     assert alone.returncode == 1 and "run both (--only 02_sft 03_dpo)" in alone.stdout
     assert not (tmp_path / "fresh" / "03_dpo").exists()
+
+
+def test_prompting_is_the_first_row_and_trains_nothing(tiny_model, tmp_path):
+    """00 trains nothing: its row reads prompt.py's results.json, the zero-shot row as "before" and the last row
+    (the most worked examples, held to the schema) as "after", with no training time and no trained parameters."""
+    root = tmp_path / "course"
+    result = course(root, "--only", "00_prompting", "--", "--model_name_or_path", str(tiny_model), "--shots", "0", "1",
+                    "--eval_samples", "2", "--handwritten_file", "none", "--max_new_tokens", "8")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads((root / "00_prompting" / "results.json").read_text())["rows"]
+    assert [(r["shots"], r["decoding"]) for r in rows] == [(0, "free"), (0, "json_schema"), (1, "free"),
+                                                           (1, "json_schema")]
+    line = next(line for line in (root / "course.md").read_text().splitlines() if line.startswith("| 00_prompting"))
+    first, last = rows[0]["scores"]["synthetic"], rows[-1]["scores"]["synthetic"]
+    assert f"| {first['exact_match']:.1%} -> {last['exact_match']:.1%} |" in line
+    assert line.endswith("| - | - |")  # no peak memory taken, nothing trained
+    again = course(root, "--only", "00_prompting", "--", "--model_name_or_path", str(tiny_model), "--shots", "0", "1",
+                   "--eval_samples", "2", "--handwritten_file", "none", "--max_new_tokens", "8")
+    assert "00_prompting: already complete for this config" in again.stdout

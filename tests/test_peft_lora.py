@@ -119,6 +119,24 @@ def test_pissa_adapter_is_converted_for_the_untouched_base(tiny_model, tmp_path)
     assert torch.allclose(with_adapter, merged, atol=1e-4)
 
 
+def test_ia3_learns_scales_on_keys_values_and_down_projection_and_merges(tiny_model, tmp_path):
+    """IA3: one learned vector per targeted layer (k_proj's and v_proj's outputs, down_proj's input), nothing else
+    trains; the merged model (each weight scaled) answers as the base plus the adapter does."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    out = tmp_path / "ia3"
+    metrics = train(tiny_model, out, "--peft_method", "ia3", "--eval_before", "false", "--save_strategy", "no")
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all("ia3_l" in name for name in adapter)
+    assert {name.split(".")[-2] for name in adapter} == {"k_proj", "v_proj", "down_proj"}
+    config = AutoConfig.from_pretrained(tiny_model)
+    kv_width = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    assert metrics["trainable_parameters"] == config.num_hidden_layers * (2 * kv_width + config.intermediate_size)
+    assert any(not torch.equal(t, torch.ones_like(t)) for t in adapter.values())  # trained away from the start (1)
+    merged = logits_of(AutoModelForCausalLM.from_pretrained(out / "merged"), tiny_model)
+    assert torch.allclose(logits_of(base_plus_adapter(tiny_model, out), tiny_model), merged, atol=1e-4)
+
+
 @pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
 def test_soft_prompts_train_and_score(tiny_model, tmp_path, method):
     metrics = train(tiny_model, tmp_path / method, "--peft_method", method, "--num_virtual_tokens", "8",
