@@ -10,8 +10,8 @@ the per-step log) into benchmarks/course_results.json and runs this script. A pa
     <!-- numbers: NAME -->
     <!-- /numbers -->
 
-where NAME is a technique of the course run (00_prompting, 02_sft, ...), `course-table` (the table of every run)
-or `course-times` (each lesson's wall time). Edit the data or this script, never the text between the markers:
+where NAME is a technique of the course run (00_prompting, 02_sft, ...), NAME/fields (that run's accuracy per
+field after training), `course-table` (the table of every run) or `course-times` (each lesson's wall time). Edit the data or this script, never the text between the markers:
 tests/test_readmes.py fails when a block differs from what this script writes.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "course_results.json"
-BLOCK = re.compile(r"(<!-- numbers: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /numbers -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- numbers: (?P<name>[\w/-]+) -->\n)(?P<body>.*?)(<!-- /numbers -->)", re.DOTALL)
 # The pages a lesson's course runs belong to, for COURSE.md's times.
 LESSON_OF = {"03_dpo": "03_rlhf", "03_grpo": "03_rlhf", "08_qat": "08_quantization"}
 
@@ -145,6 +145,16 @@ def technique_block(run: dict, data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fields_block(run: dict) -> str:
+    """Each field's accuracy after training, per eval set: where the exact-match misses come from."""
+    after = {s: v for s, v in run["metrics"]["after"].items() if "fields" in v}
+    lines = ["| field | " + " | ".join(f"{s} ({v['n']})" for s, v in after.items()) + " |",
+             "|---|" + "---|" * len(after)]
+    for field in next(iter(after.values()))["fields"]:
+        lines.append(f"| {field} | " + " | ".join(pct(v["fields"][field]) for v in after.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def course_table(data: dict) -> str:
     runs = data["techniques"]
     lines = [("| technique | what | synthetic exact, before -> after | hand-written exact, before -> after | "
@@ -181,6 +191,8 @@ def blocks(data: dict) -> dict[str, str]:
     out = {"course-table": course_table(data), "course-times": course_times(data)}
     for run in data["techniques"]:
         out[run["name"]] = technique_block(run, data)
+        if run["name"] != "00_prompting":
+            out[f"{run['name']}/fields"] = fields_block(run)
     return out
 
 

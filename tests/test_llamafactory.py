@@ -89,7 +89,8 @@ def test_reward_model_accuracy_read_back_equals_llamafactorys_own(tiny_model, tm
                                                     "unnormalised_date", "yaml", "hallucinated_value", "prose"}
 
 
-@needs_lf
+@pytest.mark.slow  # 135 s in a fresh-clone CI run (DeepSpeed's op built, two processes): the default suite's largest
+@needs_lf          # item; ZeRO-2 on two CPU processes stays in it through tests/test_launchers.py
 def test_zero2_runs_two_processes(tiny_model, tmp_path):
     out = tmp_path / "zero2"
     with one_at_a_time("launchers"):  # two processes and DeepSpeed's shared-memory op, as tests/test_launchers.py
