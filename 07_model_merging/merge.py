@@ -8,7 +8,7 @@ both tasks, next to what A and B each score on their own task. ftlab/merging.py 
 arithmetic in a few readable lines per method (tests check it equals mergekit's output).
 
 Run from the repository root inside the project's environment (`make setup`). First the two models
-(about 10 and 6 minutes on a 2-core CPU):
+(each a few minutes on a 2-core CPU: COURSE.md, "Time on a CPU"):
 
     python 02_sft/train.py --config 02_sft/config.yaml --output_dir runs/07_a_extract
     python 02_sft/train.py --config 02_sft/config.yaml --task describe --output_dir runs/07_b_describe

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import course_pages  # benchmarks/course_pages.py: the pages' numbers, the course table among them
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # (name, script, config, what it teaches). 03's DPO and GRPO, and 08's QAT, start from the course's own 02_sft run:
@@ -149,8 +151,8 @@ def prompting_metrics(results: dict) -> dict:
 
 
 def collect(root: Path) -> list[dict]:
-    """One row per technique whose run left its results, in the course's order; `metrics` is what its run wrote
-    (without the per-step log), `command` and `wall_seconds` what course_run.json recorded."""
+    """One row per technique whose run left its results, in the course's order: `metrics` is what its run wrote
+    (without the per-step log), `command`, `wall_seconds` and `machine` what course_run.json recorded."""
     rows = []
     for name, _, _, what in TECHNIQUES:
         path = root / name / RESULT_FILE.get(name, "metrics.json")
@@ -160,34 +162,10 @@ def collect(root: Path) -> list[dict]:
         m = prompting_metrics(m) if name == "00_prompting" else m
         marker = root / name / "course_run.json"
         run = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
-        rows.append({"name": name, "what": what, "before": m.get("before"), "after": m["after"],
-                     "train_seconds": m.get("train_seconds"), "peak_memory_gib": m.get("peak_memory_gib"),
-                     "memory_device": m.get("memory_device"), "trainable": m.get("trainable_parameters"),
-                     "total": m.get("total_parameters"), "wall_seconds": run.get("wall_seconds"),
-                     "command": ["python", *run["command"]] if "command" in run else None,
-                     "machine": run.get("machine"),
+        rows.append({"name": name, "what": what, "command": ["python", *run["command"]] if "command" in run else None,
+                     "wall_seconds": run.get("wall_seconds"), "machine": run.get("machine"),
                      "metrics": {k: v for k, v in m.items() if k != "per_step"}})
     return rows
-
-
-def exact(scores: dict | None, name: str) -> str:
-    return f"{scores[name]['exact_match']:.1%}" if scores and name in scores else "-"
-
-
-def table(rows: list[dict]) -> str:
-    """The course table, as markdown."""
-    lines = [("| technique | what | synthetic exact, before -> after | hand-written exact, before -> after | "
-              "valid JSON after | train time (s) | whole run (s) | peak memory (GiB) | trained / total parameters |"),
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        valid = [r["after"][s]["valid_json"] for s in ("synthetic", "handwritten") if s in r["after"]]
-        params = f"{r['trainable'] / 1e6:.1f}M / {r['total'] / 1e6:.1f}M" if r["trainable"] and r["total"] else "-"
-        lines.append(
-            f"| {r['name']} | {r['what']} | {exact(r['before'], 'synthetic')} -> {exact(r['after'], 'synthetic')} | "
-            f"{exact(r['before'], 'handwritten')} -> {exact(r['after'], 'handwritten')} | "
-            f"{min(valid):.0%} | {r['train_seconds'] or '-'} | {r['wall_seconds'] or '-'} | "
-            f"{r['peak_memory_gib'] if r['peak_memory_gib'] is not None else '-'} | {params} |")
-    return "\n".join(lines)
 
 
 def chart(rows: list[dict], path: Path) -> None:
@@ -200,8 +178,9 @@ def chart(rows: list[dict], path: Path) -> None:
 
     fig, (score, memory) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
     for i, r in enumerate(rows):
-        color, x = f"C{i}", r["train_seconds"] or 0
-        points = {s: 100 * r["after"][s]["exact_match"] for s in ("handwritten", "synthetic") if s in r["after"]}
+        m = r["metrics"]
+        color, x, peak = f"C{i}", m.get("train_seconds") or 0, m.get("peak_memory_gib")
+        points = {s: 100 * m["after"][s]["exact_match"] for s in ("handwritten", "synthetic") if s in m["after"]}
         if len(points) == 2:
             score.plot([x, x], list(points.values()), color=color, alpha=0.4, linewidth=1)
         if "handwritten" in points:
@@ -209,18 +188,19 @@ def chart(rows: list[dict], path: Path) -> None:
         if "synthetic" in points:
             score.scatter(x, points["synthetic"], s=80, facecolors="none", edgecolors=color, zorder=3,
                           label=None if "handwritten" in points else r["name"])
-        memory.barh(r["name"], r["peak_memory_gib"] or 0, color=color)
-        memory.annotate(f"{r['peak_memory_gib']} GiB" if r["peak_memory_gib"] is not None else "-",
-                        (r["peak_memory_gib"] or 0, i), xytext=(4, -3), textcoords="offset points", fontsize=8)
+        memory.barh(r["name"], peak or 0, color=color)
+        memory.annotate(f"{peak} GiB" if peak is not None else "-", (peak or 0, i), xytext=(4, -3),
+                        textcoords="offset points", fontsize=8)
     score.set_xlabel("training time (s)")
     score.set_ylabel("exact match after training (%)")
     score.set_title("Score against time (filled: hand-written, hollow: synthetic)", fontsize=10)
     score.grid(alpha=0.3)
     score.legend(fontsize=8, loc="best")
     memory.invert_yaxis()
-    memory.set_xlabel(f"peak memory (GiB, {rows[0]['memory_device'] or 'device'})")
+    device = next((r["metrics"]["memory_device"] for r in rows if r["metrics"].get("memory_device")), "device")
+    memory.set_xlabel(f"peak memory (GiB, {device})")
     memory.set_title("Peak memory of the whole run", fontsize=10)
-    memory.set_xlim(0, 1.2 * max((r["peak_memory_gib"] or 0) for r in rows) or 1)
+    memory.set_xlim(0, 1.2 * max((r["metrics"].get("peak_memory_gib") or 0) for r in rows) or 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -229,9 +209,6 @@ def chart(rows: list[dict], path: Path) -> None:
 def publish(rows: list[dict], root: Path) -> None:
     """The runs' results as the course's numbers: benchmarks/course_results.json and course.png, then every
     generated block."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import course_pages  # benchmarks/course_pages.py
-
     missing = [r["name"] for r in rows if not r["command"]]
     if missing:
         raise SystemExit(f"error: --publish: {', '.join(missing)} has no course_run.json (not run by this script)")
@@ -266,9 +243,10 @@ def main():
     rows = collect(root)
     if not rows:
         raise SystemExit(f"error: no finished run in {root}: run `make course` (or this script without --table_only)")
-    (root / "course.md").write_text(table(rows) + "\n", encoding="utf-8")
+    markdown = course_pages.table(rows)  # the README's course table, from these runs
+    (root / "course.md").write_text(markdown, encoding="utf-8")
     chart(rows, root / "course.png")
-    print("\n" + table(rows) + f"\n\nwrote {root / 'course.md'} and {root / 'course.png'}")
+    print("\n" + markdown + f"\nwrote {root / 'course.md'} and {root / 'course.png'}")
     if args.publish:
         publish(rows, root)
     if failed:

@@ -155,11 +155,11 @@ def fields_block(run: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def course_table(data: dict) -> str:
-    runs = data["techniques"]
+def table(runs: list[dict]) -> str:
+    """The course table, one row per run: scores before -> after, valid JSON, general questions, times, memory."""
     lines = [("| technique | what | synthetic exact, before -> after | hand-written exact, before -> after | "
-             "valid JSON after | general questions, before -> after | train time (s) | whole run (s) | "
-             "peak memory (GiB) | trained / total parameters |"), "|---|---|---|---|---|---|---|---|---|---|"]
+              "valid JSON after | general questions, before -> after | train time (s) | whole run (s) | "
+              "peak memory (GiB) | trained / total parameters |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         m = r["metrics"]
         after = m["after"]
@@ -170,11 +170,16 @@ def course_table(data: dict) -> str:
         lines.append(f"| {r['name']} | {r['what']} | {exact(m.get('before'), 'synthetic')} -> "
                      f"{exact(after, 'synthetic')} | {exact(m.get('before'), 'handwritten')} -> "
                      f"{exact(after, 'handwritten')} | {pct(low, 0)} | {probe(m.get('before'))} -> {probe(after)} | "
-                     f"{m.get('train_seconds') or '-'} | {r['wall_seconds']} | "
+                     f"{m.get('train_seconds') or '-'} | {r['wall_seconds'] or '-'} | "
                      f"{memory if memory is not None else '-'} | {params} |")
+    return "\n".join(lines) + "\n"
+
+
+def course_table(data: dict) -> str:
+    runs = data["techniques"]
     total = sum(r["wall_seconds"] for r in runs)
-    return "\n".join([(f"Measured by `make course` ({machine(data)}); the {len(runs)} runs' wall times add up to "
-                      f"{minutes(total)}."), "", *lines]) + "\n"
+    return (f"Measured by `make course` ({machine(data)}); the {len(runs)} runs' wall times add up to "
+            f"{minutes(total)}.\n\n" + table(runs))
 
 
 def course_times(data: dict) -> str:

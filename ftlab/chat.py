@@ -9,7 +9,7 @@ RUN_DIR is a full or merged model, a quantized one (08_quantization), an adapter
 adapter_config.json names), or a GGUF file. Task mode sends each line with the task's system prompt, one
 turn at a time and greedy, exactly as the eval sets are scored, streams the answer, then shows it parsed or
 says why a program reading it would fail. Free mode is an ordinary chat. Typing /task, /free or /reset
-switches mode or clears the conversation; end of input (Ctrl-D) or Ctrl-C ends the session.
+switches mode or clears the conversation; end of input (Ctrl-D) or Ctrl-C ends the chat.
 
 The first line says where it runs: a folder's model on the best device (ftlab/platforms.py; --device picks
 another) in that device's 16-bit format (bf16; fp16 on a GPU without bf16, such as a T4; fp32 on a CPU without

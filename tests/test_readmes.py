@@ -23,10 +23,6 @@ PARTS = ["What you will learn", "Run", "What to expect", "Read the code", "Try n
 DATA = json.loads(course_pages.DATA.read_text(encoding="utf-8"))
 
 
-def tracked_pages() -> list[Path]:
-    return course_pages.pages()
-
-
 def test_every_generated_block_is_what_the_generator_writes_from_the_course_results():
     assert course_pages.differing() == []
 
@@ -102,7 +98,7 @@ def test_no_page_speaks_of_how_the_project_was_made():
     """Words from the project's own making that a learner cannot follow."""
     words = re.compile(r"\b(issues?|bar|lent|sessions?|revisions?)\b", re.IGNORECASE)
     found = []
-    for page in tracked_pages():
+    for page in course_pages.pages():
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
             if hit := words.search(line):
                 found.append(f"{page.relative_to(ROOT)}:{number}: {hit[0]}")
